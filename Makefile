@@ -1,0 +1,66 @@
+# rtcore — one Makefile with the targets people expect.
+# `make setup` installs what the build and tests need (Debian packages when
+# running as root, a .venv with the package and its extensions built in
+# place); every other target runs it first and it is quick when nothing changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := gcc libnuma-dev numactl rt-tests strace stress-ng libcap2-bin util-linux
+SOURCES := $(wildcard rtcore/*.pyx rtcore/*.pxd rtcore/src/*.c rtcore/include/rtcore/*.h) setup.py
+PYTEST_ARGS ?=
+
+.PHONY: all setup sysdeps test test-fast bench lint format clean
+
+all: setup
+
+setup: sysdeps $(VENV)/.installed $(VENV)/.built
+
+# Debian packages: installed only when one is missing, and only as root.
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing (run 'sudo apt-get install$$missing')" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q --disable-pip-version-check setuptools wheel "Cython>=3.0" "numpy>=1.26"
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[dev]"
+	touch $@
+
+$(VENV)/.built: $(SOURCES) $(VENV)/.installed
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# everything but the slow scenario tests
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/bin/rtctl bench latency
+	$(VENV)/bin/rtctl bench logging
+
+lint: setup
+	$(VENV)/bin/ruff check rtcore control bench tests
+	$(VENV)/bin/ruff format --check rtcore control bench tests
+	$(VENV)/bin/cython-lint --max-line-length 100 rtcore/*.pyx rtcore/*.pxd
+	$(VENV)/bin/mypy control rtcore --exclude 'rtcore/.*\.pyx'
+
+format: setup
+	$(VENV)/bin/ruff format rtcore control bench tests
+
+clean:
+	rm -rf build $(VENV) rtcore/*.so rtcore/_core.c rtcore/_rt.c *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from rtcore.main import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+/*
+ * Lock-free single-producer/single-consumer rings over rtc_ring_hdr.
+ *
+ * The producer keeps a private copy of the consumer's tail and reloads the
+ * shared one only when the ring looks full, so a push touches the shared
+ * tail line rarely. Pushing never waits: a full ring drops the record and
+ * counts it. Indices grow without bound; slot = index & (capacity - 1).
+ */
+#ifndef RTCORE_RING_H
+#define RTCORE_RING_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "rtcore/layout.h"
+
+typedef struct rtc_producer {
+    rtc_ring_hdr *hdr;
+    uint8_t *recs;
+    uint64_t mask;
+    uint32_t record_size;
+    uint64_t head;             /* private copy: only this side writes hdr->head */
+    uint64_t tail_cache;       /* last tail seen */
+} rtc_producer;
+
+typedef struct rtc_consumer {
+    rtc_ring_hdr *hdr;
+    uint8_t *recs;
+    uint64_t mask;
+    uint32_t record_size;
+} rtc_consumer;
+
+/* Set up a fresh ring (the creator of the segment calls this once). */
+static inline void rtc_ring_format(rtc_ring_hdr *hdr, uint32_t capacity, uint32_t record_size)
+{
+    memset(hdr, 0, sizeof(*hdr));
+    hdr->capacity = capacity;
+    hdr->record_size = record_size;
+}
+
+static inline void rtc_producer_attach(rtc_producer *p, rtc_ring_hdr *hdr, void *recs)
+{
+    p->hdr = hdr;
+    p->recs = (uint8_t *)recs;
+    p->mask = (uint64_t)hdr->capacity - 1;
+    p->record_size = hdr->record_size;
+    p->head = __atomic_load_n(&hdr->head, __ATOMIC_ACQUIRE);
+    p->tail_cache = __atomic_load_n(&hdr->tail, __ATOMIC_ACQUIRE);
+}
+
+static inline void rtc_consumer_attach(rtc_consumer *c, rtc_ring_hdr *hdr, void *recs)
+{
+    c->hdr = hdr;
+    c->recs = (uint8_t *)recs;
+    c->mask = (uint64_t)hdr->capacity - 1;
+    c->record_size = hdr->record_size;
+}
+
+/*
+ * Claim the next slot for in-place writing, or NULL (and a counted drop) if
+ * the ring is full. Follow with rtc_ring_publish(); nothing else may be
+ * claimed in between.
+ */
+static inline void *rtc_ring_claim(rtc_producer *p)
+{
+    if (p->head - p->tail_cache > p->mask) {
+        p->tail_cache = __atomic_load_n(&p->hdr->tail, __ATOMIC_ACQUIRE);
+        if (p->head - p->tail_cache > p->mask) {
+            __atomic_store_n(&p->hdr->dropped, p->hdr->dropped + 1, __ATOMIC_RELAXED);
+            return NULL;
+        }
+    }
+    return p->recs + (p->head & p->mask) * p->record_size;
+}
+
+static inline void rtc_ring_publish(rtc_producer *p)
+{
+    p->head++;
+    __atomic_store_n(&p->hdr->pushed, p->hdr->pushed + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->hdr->head, p->head, __ATOMIC_RELEASE);
+}
+
+/* Copying push: 0, or -1 when the ring is full (the drop is counted). */
+static inline int rtc_ring_push(rtc_producer *p, const void *rec)
+{
+    void *slot = rtc_ring_claim(p);
+    if (slot == NULL)
+        return -1;
+    memcpy(slot, rec, p->record_size);
+    rtc_ring_publish(p);
+    return 0;
+}
+
+/* Copy up to max records into out; returns how many were taken. */
+static inline uint32_t rtc_ring_pop_batch(rtc_consumer *c, void *out, uint32_t max)
+{
+    uint64_t tail = __atomic_load_n(&c->hdr->tail, __ATOMIC_RELAXED);
+    uint64_t head = __atomic_load_n(&c->hdr->head, __ATOMIC_ACQUIRE);
+    uint64_t avail = head - tail;
+    uint32_t n = avail < max ? (uint32_t)avail : max;
+    uint8_t *dst = (uint8_t *)out;
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(dst + (uint64_t)i * c->record_size,
+               c->recs + ((tail + i) & c->mask) * c->record_size, c->record_size);
+    }
+    __atomic_store_n(&c->hdr->tail, tail + n, __ATOMIC_RELEASE);
+    return n;
+}
+
+static inline uint64_t rtc_ring_pending(const rtc_ring_hdr *hdr)
+{
+    return __atomic_load_n(&hdr->head, __ATOMIC_ACQUIRE) -
+           __atomic_load_n(&hdr->tail, __ATOMIC_ACQUIRE);
+}
+
+#endif

@@ -1,0 +1,290 @@
+"""`python -m rtcore`: run one RT process standalone.
+
+Validates everything first, so bad input exits with one line and leaves
+nothing behind; then sets the process up for real time, step by step, and
+hands over to the nogil loop until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+
+from rtcore import topology
+from rtcore.segment import Segment, SegmentError, pid_alive
+
+MIN_PERIOD_US = 50
+MAX_PERIOD_US = 10_000_000
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+DEGRADED_BITS = {"mlock": 1, "affinity": 2, "sched_fifo": 4, "numa": 8}
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it and the accepted range."""
+
+
+def builtin_task_path() -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec("rtcore._reftask_lib")
+    if spec is None or spec.origin is None:
+        raise ConfigError("the built-in reference task is not built: run 'make setup'")
+    return spec.origin
+
+
+@dataclass
+class RtConfig:
+    shm: str
+    period_us: int = 1000
+    cpus: list[int] = field(default_factory=list)
+    priority: int = 80
+    numa_node: int = -1
+    wake_mode: str = "sleep"
+    spin_us: int = 50
+    task: str = ""
+    task_params: str = ""
+    ckpt_every: int = 10
+    resume: bool = False
+    allow_degraded: bool = False
+    keep_shm: bool = False
+    cycles: int = 0
+    log_level: str = "INFO"
+    trace_every: int = 0
+    standby: bool = False
+    lease_timeout_ms: int = 0
+
+    def validate(self) -> None:
+        if not MIN_PERIOD_US <= self.period_us <= MAX_PERIOD_US:
+            raise ConfigError(
+                f"--period-us {self.period_us} is out of range: "
+                f"use {MIN_PERIOD_US}..{MAX_PERIOD_US} microseconds"
+            )
+        if not 1 <= self.priority <= 99:
+            raise ConfigError(f"--priority {self.priority} is out of range: use 1..99")
+        if self.wake_mode not in ("sleep", "hybrid"):
+            raise ConfigError(f"--wake-mode {self.wake_mode!r} is unknown: use sleep or hybrid")
+        if not 0 < self.spin_us < self.period_us:
+            raise ConfigError(
+                f"--spin-us {self.spin_us} must be above 0 and below the period "
+                f"({self.period_us} us)"
+            )
+        if self.ckpt_every < 0:
+            raise ConfigError("--ckpt-every must be 0 (off) or a positive number of cycles")
+        if self.cycles < 0:
+            raise ConfigError("--cycles must be 0 (run until stopped) or positive")
+        if self.trace_every < 0:
+            raise ConfigError("--trace-every must be 0 (off) or a positive number of cycles")
+        if self.lease_timeout_ms < 0:
+            raise ConfigError("--lease-timeout-ms must be 0 (no lease) or positive")
+        if self.log_level not in LEVELS:
+            raise ConfigError(f"--log-level {self.log_level!r} is unknown: use {', '.join(LEVELS)}")
+        try:
+            if self.cpus:
+                topology.check_cpus(self.cpus)
+            if self.numa_node >= 0:
+                topology.check_node(self.numa_node)
+                node_cpus = topology.node_cpus(self.numa_node)
+                stray = [c for c in self.cpus if c not in node_cpus]
+                if stray:
+                    raise ConfigError(
+                        f"CPUs {topology.format_cpu_list(stray)} are not on NUMA node "
+                        f"{self.numa_node} (its CPUs: {topology.format_cpu_list(node_cpus)})"
+                    )
+        except topology.TopologyError as e:
+            raise ConfigError(str(e)) from None
+        if not self.task:
+            self.task = builtin_task_path()
+        elif not os.path.isfile(self.task):
+            raise ConfigError(f"--task {self.task}: no such file")
+
+    def run_cpus(self) -> list[int]:
+        """CPUs to pin to: the configured ones, else the NUMA node's, else none."""
+        if self.cpus:
+            return self.cpus
+        if self.numa_node >= 0:
+            return topology.node_cpus(self.numa_node)
+        return []
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # one line, not usage + error: callers parse stderr and users read it
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rtcore",
+        description="Run one rtcore RT process: a hard-real-time cycle loop on a "
+        "shared-memory segment. Stops cleanly on SIGTERM or SIGINT.",
+    )
+    p.add_argument("--shm", required=True, help="shared-memory segment name (/dev/shm/NAME)")
+    p.add_argument("--period-us", type=int, default=1000, help="cycle period (default 1000)")
+    p.add_argument("--cpus", default="", help="CPUs to pin the RT thread to, e.g. 1 or 2-3")
+    p.add_argument("--priority", type=int, default=80, help="SCHED_FIFO priority 1..99 (80)")
+    p.add_argument("--numa-node", type=int, default=-1, help="NUMA node for RT memory and CPUs")
+    p.add_argument(
+        "--wake-mode",
+        default="sleep",
+        help="sleep: clock_nanosleep to the deadline (default); hybrid: sleep, "
+        "then spin the last --spin-us (for isolated CPUs)",
+    )
+    p.add_argument("--spin-us", type=int, default=50, help="hybrid spin window (default 50)")
+    p.add_argument("--task", default="", help="task library path (default: built-in PID task)")
+    p.add_argument("--task-params", default="", help="task parameters, 'key=value,...'")
+    p.add_argument("--ckpt-every", type=int, default=10, help="checkpoint every N cycles (10)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse a segment left by a dead RT process and resume from its newest checkpoint",
+    )
+    p.add_argument(
+        "--allow-degraded",
+        action="store_true",
+        help="run even if memory locking, affinity, NUMA binding or SCHED_FIFO is refused",
+    )
+    p.add_argument("--keep-shm", action="store_true", help="keep the segment after a clean stop")
+    p.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0: run until stopped)")
+    p.add_argument("--log-level", default="INFO", help="lowest level the loop records (INFO)")
+    p.add_argument("--trace-every", type=int, default=0, help="record spans every N cycles (0: off)")
+    p.add_argument("--standby", action="store_true", help="start in shadow mode (no actuation)")
+    p.add_argument(
+        "--lease-timeout-ms",
+        type=int,
+        default=0,
+        help="stop actuating when the control plane's lease is older than this (0: no lease)",
+    )
+    return p
+
+
+def config_from_args(argv: list[str] | None) -> RtConfig:
+    a = build_parser().parse_args(argv)
+    try:
+        cpus = topology.parse_cpu_list(a.cpus) if a.cpus else []
+    except topology.TopologyError as e:
+        raise ConfigError(f"--cpus: {e}") from None
+    return RtConfig(
+        shm=a.shm,
+        period_us=a.period_us,
+        cpus=cpus,
+        priority=a.priority,
+        numa_node=a.numa_node,
+        wake_mode=a.wake_mode,
+        spin_us=a.spin_us,
+        task=a.task,
+        task_params=a.task_params,
+        ckpt_every=a.ckpt_every,
+        resume=a.resume,
+        allow_degraded=a.allow_degraded,
+        keep_shm=a.keep_shm,
+        cycles=a.cycles,
+        log_level=a.log_level.upper(),
+        trace_every=a.trace_every,
+        standby=a.standby,
+        lease_timeout_ms=a.lease_timeout_ms,
+    )
+
+
+def open_segment(cfg: RtConfig) -> Segment:
+    if not cfg.resume:
+        return Segment.create(cfg.shm)
+    try:
+        seg = Segment.open(cfg.shm)
+    except SegmentError:
+        return Segment.create(cfg.shm)
+    pid = seg.owner_pid()
+    if pid_alive(pid) and pid != os.getpid():
+        seg.close()
+        raise SegmentError(f"shared-memory name {cfg.shm!r} is in use by RT process {pid}")
+    return seg
+
+
+def warn(msg: str) -> None:
+    print(f"rtcore: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Runtime
+    """Everything before the loop. Raises ConfigError/SetupError with one line."""
+    from rtcore import _rt
+
+    rt = _rt.Runtime(seg.buf)
+    rt.load_task(cfg.task)
+    rt.alloc_state(cfg.numa_node)
+    restored = None
+    if not seg.created:
+        restored, skipped = rt.restore_newest()
+        for why in skipped:
+            warn(f"checkpoint {why}, skipped")
+    if restored is None:
+        rt.init_task(cfg.task_params)
+    rt.intern_strings()
+    if seg.created:
+        view = seg.view()
+        ctl = view["control"]
+        ctl["log_level"] = LEVELS[cfg.log_level]
+        ctl["trace_every"] = cfg.trace_every
+        ctl["active"] = 0 if cfg.standby else 1
+        ctl["lease_timeout_ns"] = cfg.lease_timeout_ms * 1_000_000
+        del ctl, view
+
+    degraded = 0
+    notes: list[str] = []
+    steps = [("mlock", rt.lock_memory, ())]
+    if cfg.run_cpus():
+        steps.append(("affinity", rt.set_affinity, (cfg.run_cpus(),)))
+    if cfg.numa_node >= 0:
+        steps.append(("numa", rt.bind_numa, (cfg.numa_node,)))
+    steps.append(("sched_fifo", rt.set_fifo, (cfg.priority,)))
+    for name, step, args in steps:
+        ok, msg = step(*args)
+        if ok:
+            continue
+        if not cfg.allow_degraded:
+            raise _rt.SetupError(f"{msg}; or pass --allow-degraded to run without it")
+        degraded |= DEGRADED_BITS[name]
+        notes.append(msg)
+        warn(f"{msg} (continuing degraded)")
+    rt.configure(
+        period_ns=cfg.period_us * 1000,
+        wake_mode=0 if cfg.wake_mode == "sleep" else 1,
+        spin_ns=cfg.spin_us * 1000,
+        ckpt_every=cfg.ckpt_every,
+        stop_after=cfg.cycles,
+        degraded=degraded,
+        degraded_text="; ".join(notes),
+    )
+    return rt, restored
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rtcore._rt import SetupError
+
+    seg: Segment | None = None
+    started = False
+    try:
+        cfg = config_from_args(argv)
+        cfg.validate()
+        seg = open_segment(cfg)
+        rt, restored = set_up(cfg, seg)
+        resumed = f"checkpoint {restored[0]} (cycle {restored[1]})" if restored else "a fresh state"
+        print(
+            f"rtcore: pid {os.getpid()} running on {cfg.shm} from {resumed}, "
+            f"period {cfg.period_us} us",
+            flush=True,
+        )
+        started = True
+        last_cycle, signum = rt.run()
+        print(f"rtcore: stopped after cycle {last_cycle}", flush=True)
+        return 0
+    except (ConfigError, SegmentError, SetupError) as e:
+        print(f"rtcore: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        if seg is not None:
+            # a failed start leaves nothing behind; a clean stop removes the
+            # segment unless asked to keep it (a crash never gets here)
+            if (not started and seg.created) or (started and not cfg.keep_shm):
+                seg.unlink()
+            seg.close()
