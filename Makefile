@@ -56,7 +56,7 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check rtcore control bench tests
 	$(VENV)/bin/ruff format --check rtcore control bench tests
-	$(VENV)/bin/cython-lint --max-line-length 100 rtcore/*.pyx rtcore/*.pxd
+	PATH=$(VENV)/bin:$$PATH cython-lint --max-line-length 100 rtcore/*.pyx rtcore/*.pxd
 	$(VENV)/bin/mypy control rtcore --exclude 'rtcore/.*\.pyx'
 
 format: setup

@@ -11,7 +11,7 @@ from cpython.bytes cimport PyBytes_AsString
 from libc.errno cimport EINTR, EINVAL, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free
-from libc.string cimport memcpy, memset, strlen, strncpy
+from libc.string cimport memcpy, memset, strlen
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from rtcore._os cimport *
@@ -20,53 +20,16 @@ from rtcore._rtc cimport *
 import os
 
 
-cdef extern from *:
-    """
-    #include <signal.h>
-    static volatile sig_atomic_t rtc_stop_signal = 0;
-    static void rtc_on_stop_signal(int sig) { rtc_stop_signal = sig; }
-    static int rtc_install_stop_signals(void)
-    {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = rtc_on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
-            return -1;
-        return 0;
-    }
-    static inline uint64_t rtc_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline uint32_t rtc_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline int64_t rtc_load_i64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void rtc_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline void rtc_cpu_relax(void) {
-    #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-    #endif
-    }
-    /* Touch a stack region now so page faults do not happen inside the loop. */
-    static __attribute__((noinline)) void rtc_prefault_stack(void)
-    {
-        volatile unsigned char buf[256 * 1024];
-        for (size_t i = 0; i < sizeof(buf); i += 4096)
-            buf[i] = 0;
-    }
-    #if defined(__x86_64__)
-    #include <x86intrin.h>
-    static inline uint64_t rtc_tsc(void) { unsigned int aux; return __rdtscp(&aux); }
-    #else
-    static inline uint64_t rtc_tsc(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return (uint64_t)t.tv_sec * 1000000000ull + t.tv_nsec; }
-    #endif
-    """
+cdef extern from "rtcore/rtsys.h" nogil:
     int rtc_stop_signal
-    int rtc_install_stop_signals() nogil
-    uint64_t rtc_load_u64(const uint64_t *p) nogil
-    uint32_t rtc_load_u32(const uint32_t *p) nogil
-    int64_t rtc_load_i64(const int64_t *p) nogil
-    void rtc_store_u64(uint64_t *p, uint64_t v) nogil
-    void rtc_cpu_relax() nogil
-    void rtc_prefault_stack() nogil
-    uint64_t rtc_tsc() nogil
+    int rtc_install_stop_signals()
+    uint64_t rtc_load_u64(const uint64_t *p)
+    uint32_t rtc_load_u32(const uint32_t *p)
+    int64_t rtc_load_i64(const int64_t *p)
+    void rtc_store_u64(uint64_t *p, uint64_t v)
+    void rtc_cpu_relax()
+    void rtc_prefault_stack()
+    uint64_t rtc_tsc()
 
 
 # Templates the loop itself logs with; their ids are their positions.
@@ -595,8 +558,9 @@ cdef class Runtime:
         self.rt.span_base = len(strings)
         strings.extend(SPAN_NAMES)
         if len(strings) > RTC_STRINGS_MAX:
+            room = RTC_STRINGS_MAX - len(LOOP_TEMPLATES) - len(SPAN_NAMES)
             raise SetupError(f"task declares {self.rt.task.n_log_templates} log templates; "
-                             f"at most {RTC_STRINGS_MAX - len(LOOP_TEMPLATES) - len(SPAN_NAMES)} fit")
+                             f"at most {room} fit")
         cdef rtc_strings *table = &self.rt.seg.strings
         for i, text in enumerate(strings):
             raw = text.encode()
@@ -788,7 +752,8 @@ cdef class Runtime:
                     j += 1
             tsc_end = rtc_tsc()
             ns_end = mono_ns()
-        return bytes(push_buf), bytes(empty_buf), (tsc_end - tsc_start) / <double>(ns_end - ns_start)
+        rate = (tsc_end - tsc_start) / <double>(ns_end - ns_start)
+        return bytes(push_buf), bytes(empty_buf), rate
 
     cdef _attach_rings(self):
         rtc_producer_attach(&self.rt.log_p, &self.rt.seg.log_ring.hdr, self.rt.seg.log_ring.recs)

@@ -146,9 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run even if memory locking, affinity, NUMA binding or SCHED_FIFO is refused",
     )
     p.add_argument("--keep-shm", action="store_true", help="keep the segment after a clean stop")
-    p.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0: run until stopped)")
+    p.add_argument(
+        "--cycles", type=int, default=0, help="stop after N cycles (0: run until stopped)"
+    )
     p.add_argument("--log-level", default="INFO", help="lowest level the loop records (INFO)")
-    p.add_argument("--trace-every", type=int, default=0, help="record spans every N cycles (0: off)")
+    p.add_argument(
+        "--trace-every", type=int, default=0, help="record spans every N cycles (0: off)"
+    )
     p.add_argument("--standby", action="store_true", help="start in shadow mode (no actuation)")
     p.add_argument(
         "--lease-timeout-ms",

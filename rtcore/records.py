@@ -50,7 +50,8 @@ class Decoder:
         raw = rec["args"][:nargs]
         mask = int(rec["float_mask"])
         args: list[int | float] = [
-            float(raw[i : i + 1].view("<f8")[0]) if mask >> i & 1 else int(raw[i]) for i in range(nargs)
+            float(raw[i : i + 1].view("<f8")[0]) if mask >> i & 1 else int(raw[i])
+            for i in range(nargs)
         ]
         template = self.string(int(rec["template_id"]))
         try:
@@ -85,7 +86,9 @@ class Decoder:
     def event(self, rec: np.void) -> dict[str, Any]:
         kind = int(rec["kind"])
         return {
-            "kind": EVENT_NAMES.get(kind, f"task_{kind - layout.EV_TASK}" if kind >= layout.EV_TASK else str(kind)),
+            "kind": EVENT_NAMES.get(
+                kind, f"task_{kind - layout.EV_TASK}" if kind >= layout.EV_TASK else str(kind)
+            ),
             "kind_id": kind,
             "ts_ns": int(rec["ts_ns"]),
             "cycle": int(rec["cycle"]),
@@ -117,8 +120,15 @@ class Drainer:
         return out
 
 
-def command(kind: int, *, seq: int, args: tuple[float, ...] = (), job_id: int = 0,
-            trace_id: bytes = b"", span_id: bytes = b"") -> bytes:
+def command(
+    kind: int,
+    *,
+    seq: int,
+    args: tuple[float, ...] = (),
+    job_id: int = 0,
+    trace_id: bytes = b"",
+    span_id: bytes = b"",
+) -> bytes:
     """One command record, ready for RingWriter(buf, 'cmd').push()."""
     if len(args) > layout.CMD_ARGS:
         raise ValueError(f"a command carries at most {layout.CMD_ARGS} arguments")

@@ -63,15 +63,17 @@ def decode_state(data: bytes) -> np.void:
     return np.frombuffer(data, dtype=STATE)[0]
 
 
-def trajectory_commands(job_id: int, waypoints: Sequence[tuple[float, Sequence[float]]],
-                        first_seq: int) -> list[bytes]:
+def trajectory_commands(
+    job_id: int, waypoints: Sequence[tuple[float, Sequence[float]]], first_seq: int
+) -> list[bytes]:
     """Commands that load and start one trajectory: clear, append each
     (t, joint targets), start."""
     if not 0 < len(waypoints) <= MAX_WAYPOINTS:
         raise ValueError(f"a trajectory has 1..{MAX_WAYPOINTS} waypoints")
     cmds = [records.command(CMD_TRAJ_CLEAR, seq=first_seq, job_id=job_id)]
     for i, (t, q) in enumerate(waypoints, start=1):
-        cmds.append(records.command(CMD_TRAJ_APPEND, seq=first_seq + i, job_id=job_id,
-                                    args=(t, *q)))
+        cmds.append(
+            records.command(CMD_TRAJ_APPEND, seq=first_seq + i, job_id=job_id, args=(t, *q))
+        )
     cmds.append(records.command(CMD_TRAJ_START, seq=first_seq + len(waypoints) + 1, job_id=job_id))
     return cmds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
@@ -81,7 +82,9 @@ class Segment:
         try:
             fd = os.open(path, os.O_RDWR)
         except FileNotFoundError:
-            raise SegmentError(f"no shared-memory segment {name!r} ({path} does not exist)") from None
+            raise SegmentError(
+                f"no shared-memory segment {name!r} ({path} does not exist)"
+            ) from None
         except OSError as e:
             raise SegmentError(f"cannot open shared memory {path}: {e.strerror}") from None
         if os.fstat(fd).st_size < _core.SEGMENT_SIZE:
@@ -123,10 +126,8 @@ class Segment:
             pass
 
     def unlink(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 def _in_use_message(name: str) -> str:

@@ -56,7 +56,9 @@ def summary_us(hist: Sequence[int], max_ns: int) -> dict[str, float]:
     total = sum(hist)
     mids = [(bucket_lower(i) + bucket_upper(i)) / 2 for i in range(len(hist))]
     mean = sum(c * m for c, m in zip(hist, mids, strict=True)) / total if total else 0.0
-    var = sum(c * (m - mean) ** 2 for c, m in zip(hist, mids, strict=True)) / total if total else 0.0
+    var = (
+        sum(c * (m - mean) ** 2 for c, m in zip(hist, mids, strict=True)) / total if total else 0.0
+    )
     return {
         "p50": round(percentile(hist, 0.50, max_ns) / 1000, 3),
         "p99": round(percentile(hist, 0.99, max_ns) / 1000, 3),

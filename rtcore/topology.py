@@ -86,6 +86,4 @@ def check_cpus(cpus: list[int], sysfs: str = SYSFS) -> None:
 def check_node(node: int, sysfs: str = SYSFS) -> None:
     nodes = numa_nodes(sysfs)
     if node not in nodes:
-        raise TopologyError(
-            f"NUMA node {node} does not exist (nodes: {format_cpu_list(nodes)})"
-        )
+        raise TopologyError(f"NUMA node {node} does not exist (nodes: {format_cpu_list(nodes)})")

@@ -7,6 +7,7 @@ machine.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -24,8 +25,12 @@ INCLUDE = ROOT / "rtcore" / "include"
 _names = itertools.count()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01,
-             what: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str = "condition",
+) -> object:
     """Poll predicate until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -41,10 +46,8 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
 def shm_name() -> Iterator[str]:
     name = f"rtc-test-{os.getpid()}-{next(_names)}"
     yield name
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(f"/dev/shm/{name}")
-    except FileNotFoundError:
-        pass
 
 
 class Spawner:
@@ -92,8 +95,18 @@ def build_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]
         out = out_dir / f"lib{name}.so"
         if not out.exists():
             subprocess.run(
-                ["gcc", "-shared", "-fPIC", "-O2", "-Wall", f"-I{INCLUDE}", "-o", str(out),
-                 str(TASKS / f"{name}.c"), "-lm"],
+                [
+                    "gcc",
+                    "-shared",
+                    "-fPIC",
+                    "-O2",
+                    "-Wall",
+                    f"-I{INCLUDE}",
+                    "-o",
+                    str(out),
+                    str(TASKS / f"{name}.c"),
+                    "-lm",
+                ],
                 check=True,
                 timeout=120,
             )

@@ -9,14 +9,18 @@ from rtcore.segment import Segment, SegmentError
 from tests.conftest import wait_for
 
 
-def open_when_ready(name: str, proc: subprocess.Popen, min_cycles: int = 1,
-                    timeout: float = 15.0) -> Segment:
+def open_when_ready(
+    name: str, proc: subprocess.Popen, min_cycles: int = 1, timeout: float = 15.0
+) -> Segment:
     """Wait until proc, the RT process on `name`, has run min_cycles cycles
     (counted from the checkpoint it resumed from, if any)."""
+
     def ready() -> Segment | None:
         if proc.poll() is not None:
-            raise AssertionError(f"RT process exited early ({proc.returncode}): "
-                                 f"{proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"RT process exited early ({proc.returncode}): "
+                f"{proc.stderr.read() if proc.stderr else ''}"
+            )
         if not os.path.exists(f"/dev/shm/{name}"):
             return None
         try:

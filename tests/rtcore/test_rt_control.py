@@ -19,11 +19,17 @@ def test_mode_changes_are_reported_and_stop_ends_the_loop(spawn, shm_name):
     seg = open_when_ready(shm_name, proc, min_cycles=20)
     ctl = seg.view()["control"]
     drainer = Drainer(seg.buf)
-    for mode, name in ((layout.MODE_HOLD, "hold"), (layout.MODE_SAFE, "safe"),
-                       (layout.MODE_RUN, "run")):
+    for mode, name in (
+        (layout.MODE_HOLD, "hold"),
+        (layout.MODE_SAFE, "safe"),
+        (layout.MODE_RUN, "run"),
+    ):
         ctl["mode"] = mode
-        wait_for(lambda name=name: layout.STATE_NAMES[status(seg)["state"]] == name,
-                 timeout=5, what=f"state {name}")
+        wait_for(
+            lambda name=name: layout.STATE_NAMES[status(seg)["state"]] == name,
+            timeout=5,
+            what=f"state {name}",
+        )
     logs = drainer.drain_all("log")
     changes = [(r["level"], r["message"]) for r in logs if r["message"].startswith("state changed")]
     assert changes == [
@@ -42,8 +48,17 @@ def test_mode_changes_are_reported_and_stop_ends_the_loop(spawn, shm_name):
 def test_log_level_applies_at_runtime(spawn, shm_name, build_task):
     # burn 1 ms on many cycles at a 500 us period: each is a miss logged at ERROR
     cycles = ";".join(str(c) for c in range(100, 3000, 50))
-    proc = spawn.rt(shm_name, "--cpus", CPU, "--period-us", "500", "--task",
-                    build_task("burn_task"), "--task-params", f"burn={cycles},burn_us=1000")
+    proc = spawn.rt(
+        shm_name,
+        "--cpus",
+        CPU,
+        "--period-us",
+        "500",
+        "--task",
+        build_task("burn_task"),
+        "--task-params",
+        f"burn={cycles},burn_us=1000",
+    )
     seg = open_when_ready(shm_name, proc, min_cycles=10)
     drainer = Drainer(seg.buf)
     wait_for(lambda: status(seg)["misses"] >= 3, timeout=10, what="three misses")
@@ -55,8 +70,11 @@ def test_log_level_applies_at_runtime(spawn, shm_name, build_task):
     assert drainer.drain_all("log") == [], "nothing below CRITICAL is recorded"
     dropped_before = _core.ring_counters(seg.buf, "log")[3]
     seg.view()["control"]["log_level"] = layout.LEVELS["INFO"]
-    wait_for(lambda: any(r["message"].startswith("deadline miss") for r in drainer.drain_all("log")),
-             timeout=10, what="ERROR records again")
+    wait_for(
+        lambda: any(r["message"].startswith("deadline miss") for r in drainer.drain_all("log")),
+        timeout=10,
+        what="ERROR records again",
+    )
     assert _core.ring_counters(seg.buf, "log")[3] == dropped_before
     seg.close()
 
@@ -80,8 +98,10 @@ def test_expired_lease_stops_actuation(spawn, shm_name):
     wait_for(lambda: status(seg)["actuating"] == 0, timeout=2, what="lease expiry to stop outputs")
     messages = [(r["level"], r["message"]) for r in drainer.drain_all("log")]
     assert ("ERROR", "actuation enabled (epoch 3)") in messages
-    assert any(level == "CRITICAL" and m.startswith("actuation stopped: control-plane lease expired")
-               for level, m in messages)
+    assert any(
+        level == "CRITICAL" and m.startswith("actuation stopped: control-plane lease expired")
+        for level, m in messages
+    )
     seg.close()
 
 
@@ -95,8 +115,18 @@ def test_standby_does_not_actuate(spawn, shm_name):
 
 
 def test_hybrid_wake_mode_runs(spawn, shm_name):
-    proc = spawn.rt(shm_name, "--cpus", CPU, "--wake-mode", "hybrid", "--spin-us", "30",
-                    "--cycles", "300", "--keep-shm")
+    proc = spawn.rt(
+        shm_name,
+        "--cpus",
+        CPU,
+        "--wake-mode",
+        "hybrid",
+        "--spin-us",
+        "30",
+        "--cycles",
+        "300",
+        "--keep-shm",
+    )
     rc, _, err = finish(proc)
     assert rc == 0, err
     st = status(Segment.open(shm_name))

@@ -40,8 +40,16 @@ def test_no_memory_lock_privilege_names_the_capability(spawn, shm_name):
 
 
 def test_allow_degraded_runs_and_shows_it(spawn, shm_name):
-    proc = spawn(without("cap_sys_nice,cap_ipc_lock", shm_name, "--cycles", "200",
-                         "--allow-degraded", "--keep-shm"))
+    proc = spawn(
+        without(
+            "cap_sys_nice,cap_ipc_lock",
+            shm_name,
+            "--cycles",
+            "200",
+            "--allow-degraded",
+            "--keep-shm",
+        )
+    )
     rc, out, err = finish(proc)
     assert rc == 0, err
     assert "stopped after cycle 200" in out

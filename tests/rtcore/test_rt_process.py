@@ -51,9 +51,18 @@ def test_slow_task_cycles_are_exactly_the_misses(spawn, shm_name, build_task):
     # a long period keeps the VM's own rare stalls from adding misses of their own
     burn = [50, 120, 250]
     proc = spawn.rt(
-        shm_name, "--task", build_task("burn_task"),
-        "--task-params", f"burn={';'.join(map(str, burn))},burn_us=10000",
-        "--period-us", "4000", "--cycles", "300", "--keep-shm", "--cpus", CPU,
+        shm_name,
+        "--task",
+        build_task("burn_task"),
+        "--task-params",
+        f"burn={';'.join(map(str, burn))},burn_us=10000",
+        "--period-us",
+        "4000",
+        "--cycles",
+        "300",
+        "--keep-shm",
+        "--cpus",
+        CPU,
     )
     rc, _, err = finish(proc)
     assert rc == 0, err

@@ -25,8 +25,12 @@ CLOCK_CALLS = {"clock_nanosleep", "restart_syscall", "clock_gettime"}
 
 
 def strace_summary(pid: int, seconds: float, out: str) -> dict[str, int]:
-    tracer = subprocess.Popen(["strace", "-f", "-c", "-q", "-o", out, "-p", str(pid)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-c", "-q", "-o", out, "-p", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(seconds)
         tracer.send_signal(signal.SIGINT)
@@ -71,5 +75,7 @@ def test_steady_state_loop_allocates_nothing(spawn, shm_name, build_task, tmp_pa
     second, cycles_second = allocations(), status(seg)["cycles"]
     assert first > 1000, "the interposer saw Python's start-up allocations"
     assert cycles_second - cycles_first >= 1000
-    assert second == first, f"{second - first} allocations during {cycles_second - cycles_first} cycles"
+    assert second == first, (
+        f"{second - first} allocations during {cycles_second - cycles_first} cycles"
+    )
     seg.close()
