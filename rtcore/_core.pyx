@@ -195,11 +195,9 @@ cdef class RingWriter:
             for i in range(count):
                 n = first + i
                 tries = 0
-                while True:
-                    slot = <uint64_t *>rtc_ring_claim(&self.p)
-                    if slot != NULL or tries >= spin_limit:
-                        break
+                while tries < spin_limit and not rtc_ring_has_room(&self.p):
                     tries += 1
+                slot = <uint64_t *>rtc_ring_claim(&self.p)
                 if slot == NULL:
                     continue
                 slot[0] = n
@@ -213,7 +211,7 @@ cdef class RingWriter:
 def verify_sequence(data, uint32_t record_size, uint64_t expect_first):
     """Check records made by push_sequence: numbers strictly increasing from
     expect_first with no gap (when nothing was dropped) and every word intact.
-    Returns (count, last_number, gaps, corrupt)."""
+    Returns (count, last_number or None, gaps, corrupt)."""
     cdef const uint8_t[::1] view = memoryview(data).cast("B")
     cdef Py_ssize_t count = view.shape[0] // record_size, i
     cdef const uint64_t *rec
@@ -233,7 +231,7 @@ def verify_sequence(data, uint32_t record_size, uint64_t expect_first):
                     corrupt += 1
                     break
             expect = n + 1
-    return count, expect - 1, gaps, corrupt
+    return count, (expect - 1 if count else None), gaps, corrupt
 
 
 def ring_counters(buf, str name):
@@ -296,6 +294,8 @@ def hammer_checkpoint(buf, uint32_t slot, uint64_t first_seq, uint64_t count, ui
     cdef uint8_t state[16384]
     cdef uint64_t i, s
     cdef uint32_t b
+    if slot >= RTC_CKPT_SLOTS:
+        raise ValueError(f"slot {slot} out of range (0..{RTC_CKPT_SLOTS - 1})")
     if size == 0 or size > RTC_CKPT_MAX:
         raise ValueError(f"size must be 1..{RTC_CKPT_MAX}")
     with nogil:

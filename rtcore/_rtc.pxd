@@ -186,6 +186,7 @@ cdef extern from "rtcore/ring.h" nogil:
     void rtc_producer_attach(rtc_producer *p, rtc_ring_hdr *hdr, void *recs)
     void rtc_consumer_attach(rtc_consumer *c, rtc_ring_hdr *hdr, void *recs)
     void *rtc_ring_claim(rtc_producer *p)
+    int rtc_ring_has_room(rtc_producer *p)
     void rtc_ring_publish(rtc_producer *p)
     int rtc_ring_push(rtc_producer *p, const void *rec)
     uint32_t rtc_ring_pop_batch(rtc_consumer *c, void *out, uint32_t max)

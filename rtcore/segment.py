@@ -119,11 +119,9 @@ class Segment:
         return np.ndarray(shape=(), dtype=SEGMENT, buffer=self.buf)
 
     def close(self) -> None:
-        try:
+        # a numpy view may still hold the buffer; the mapping then goes with it
+        with contextlib.suppress(BufferError):
             self.buf.close()
-        except BufferError:
-            # a numpy view still holds the buffer; the mapping goes with it
-            pass
 
     def unlink(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 SUB_BUCKETS = 16
+HIST_BUCKETS = 640  # RTC_HIST_BUCKETS; test_hist checks both agree
 
 
 def bucket_lower(idx: int) -> int:
@@ -25,7 +26,7 @@ def bucket_of(value: int) -> int:
     if value < SUB_BUCKETS:
         return max(value, 0)
     msb = value.bit_length() - 1
-    return (msb - 3) * SUB_BUCKETS + ((value >> (msb - 4)) & 15)
+    return min((msb - 3) * SUB_BUCKETS + ((value >> (msb - 4)) & 15), HIST_BUCKETS - 1)
 
 
 def histogram(values: Iterable[int], buckets: int) -> list[int]:

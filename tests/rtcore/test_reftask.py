@@ -43,6 +43,10 @@ def test_job_runs_through_commands_and_survives_kill_9(spawn, shm_name):
     acks = [e for e in events if e["kind"] == "command_ack"]
     assert [(e["a"], e["b"]) for e in acks] == [(s, 0) for s in range(1, len(cmds) + 1)]
     assert status(seg)["cmds_applied"] == len(cmds)
+    at = next(
+        e["cycle"] for e in events if e["kind_id"] == reftask.EV_WAYPOINT_REACHED and e["b"] == 1
+    )
+    wait_for(lambda: status(seg)["ckpt_cycle"] > at, timeout=5, what="a checkpoint after it")
 
     proc.kill()
     proc.wait(timeout=5)

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "rtcore/cpu.h"
 #include "rtcore/crc32c.h"
 #include "rtcore/layout.h"
 
@@ -54,6 +55,11 @@ enum rtc_ckpt_read {
 static inline int rtc_ckpt_read(const rtc_ckpt_slot *s, rtc_ckpt_slot *out, int attempts)
 {
     for (int i = 0; i < attempts; i++) {
+        if (i > 0) {
+            /* a write takes about a microsecond: give it time to finish */
+            for (int k = 0; k < 64; k++)
+                rtc_cpu_relax();
+        }
         uint64_t before = __atomic_load_n(&s->seqlock, __ATOMIC_ACQUIRE);
         if (before & 1u)
             continue;

@@ -22,6 +22,8 @@ static inline uint32_t rtc_hist_bucket(uint64_t v)
 /* Smallest value that falls into bucket idx. */
 static inline uint64_t rtc_hist_lower(uint32_t idx)
 {
+    if (idx > RTC_HIST_BUCKETS)
+        idx = RTC_HIST_BUCKETS;
     if (idx < 16)
         return idx;
     uint32_t msb = idx / 16u + 3u;

@@ -3,8 +3,8 @@
  *
  * One segment per RT instance (POSIX shm, /dev/shm/NAME). The RT process and
  * the control plane map the same bytes; Python reads them through numpy
- * structured dtypes (rtcore/layout.py) whose offsets a test checks against
- * rtc_layout_fields[] below. Every field has a fixed width; counters shared
+ * structured dtypes (rtcore/layout.py); tests/rtcore/test_layout.py compiles
+ * this header and checks every offset and size there against it. Every field has a fixed width; counters shared
  * across processes are uint64_t accessed with __atomic builtins, never
  * _Atomic types, so Cython and numpy see plain integers.
  *

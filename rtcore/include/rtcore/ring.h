@@ -80,6 +80,15 @@ static inline void rtc_ring_publish(rtc_producer *p)
     __atomic_store_n(&p->hdr->head, p->head, __ATOMIC_RELEASE);
 }
 
+/* Whether a claim would succeed now; unlike a failed claim, counts no drop. */
+static inline int rtc_ring_has_room(rtc_producer *p)
+{
+    if (p->head - p->tail_cache <= p->mask)
+        return 1;
+    p->tail_cache = __atomic_load_n(&p->hdr->tail, __ATOMIC_ACQUIRE);
+    return p->head - p->tail_cache <= p->mask;
+}
+
 /* Copying push: 0, or -1 when the ring is full (the drop is counted). */
 static inline int rtc_ring_push(rtc_producer *p, const void *rec)
 {

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "rtcore/cpu.h"
+
 /* The loop polls this once per cycle; the handler does nothing else. */
 static volatile sig_atomic_t rtc_stop_signal = 0;
 
@@ -32,15 +34,6 @@ static inline uint64_t rtc_load_u64(const uint64_t *p) { return __atomic_load_n(
 static inline uint32_t rtc_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline int64_t rtc_load_i64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void rtc_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-
-static inline void rtc_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* Touch a stack region now so its page faults do not happen inside the loop. */
 static __attribute__((noinline)) void rtc_prefault_stack(void)
