@@ -57,7 +57,7 @@ lint: setup
 	$(VENV)/bin/ruff check rtcore control bench tests
 	$(VENV)/bin/ruff format --check rtcore control bench tests
 	PATH=$(VENV)/bin:$$PATH cython-lint --max-line-length 100 rtcore/*.pyx rtcore/*.pxd
-	$(VENV)/bin/mypy control rtcore --exclude 'rtcore/.*\.pyx'
+	$(VENV)/bin/mypy control rtcore bench
 
 format: setup
 	$(VENV)/bin/ruff format rtcore control bench tests

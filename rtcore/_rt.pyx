@@ -316,7 +316,7 @@ cdef inline void sleep_until(Rt *rt, int64_t target) noexcept nogil:
 cdef int run_loop(Rt *rt) noexcept nogil:
     cdef rtc_control *ctl = &rt.seg.control
     cdef rtc_status *st = &rt.seg.status
-    cdef int64_t target, wake, end, lat, exec_ns, lease_age, lease_timeout, t0
+    cdef int64_t target, wake, end, lat, exec_ns, lease_age, lease_timeout, t0, t1
     cdef int64_t late_args[5]
     cdef uint64_t executed = 0, epoch, skip
     cdef uint32_t mode, trace_every, active
@@ -357,12 +357,15 @@ cdef int run_loop(Rt *rt) noexcept nogil:
         track_mode(rt, mode)
         track_actuation(rt, active, lease_age, lease_ok, epoch)
 
+        # sampled cycles: one clock read per phase boundary, each phase's end
+        # being the next one's start
         t0 = mono_ns() if sampled else 0
         apply_commands(rt)
         if sampled:
+            t1 = mono_ns()
             new_id(rt, span, 8)
-            push_span(rt, S_COMMANDS, rt.trace_id, span, rt.cycle_span, t0, mono_ns(), 1)
-            t0 = mono_ns()
+            push_span(rt, S_COMMANDS, rt.trace_id, span, rt.cycle_span, t0, t1, 1)
+            t0 = t1
 
         rt.info.cycle = rt.cycle
         rt.info.now_ns = wake
@@ -373,16 +376,17 @@ cdef int run_loop(Rt *rt) noexcept nogil:
             st.task_rc = rc
             log2(rt, RTC_LEVEL_ERROR, T_TASK_FAULT, rc, <int64_t>rt.cycle)
         if sampled:
+            t1 = mono_ns()
             new_id(rt, span, 8)
-            push_span(rt, S_STEP, rt.trace_id, span, rt.cycle_span, t0, mono_ns(),
-                      1 if rc == 0 else 2)
+            push_span(rt, S_STEP, rt.trace_id, span, rt.cycle_span, t0, t1, 1 if rc == 0 else 2)
+            t0 = t1
 
         if rt.ckpt_every != 0 and rt.cycle % rt.ckpt_every == 0:
-            t0 = mono_ns() if sampled else 0
             write_checkpoint(rt)
             if sampled:
+                t1 = mono_ns()
                 new_id(rt, span, 8)
-                push_span(rt, S_CHECKPOINT, rt.trace_id, span, rt.cycle_span, t0, mono_ns(), 1)
+                push_span(rt, S_CHECKPOINT, rt.trace_id, span, rt.cycle_span, t0, t1, 1)
 
         end = mono_ns()
         exec_ns = end - wake

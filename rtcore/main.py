@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rtcore import topology
@@ -18,7 +19,10 @@ from rtcore.segment import Segment, SegmentError, pid_alive
 MIN_PERIOD_US = 50
 MAX_PERIOD_US = 10_000_000
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
-DEGRADED_BITS = {"mlock": 1, "affinity": 2, "sched_fifo": 4, "numa": 8}
+DEGRADED_BITS = {"mlock": 1, "affinity": 2, "sched_fifo": 4, "numa": 8, "pm_qos": 16}
+PM_QOS_PATH = "/dev/cpu_dma_latency"
+# The PM QoS request lasts while the file stays open: keep it for the process's life.
+_pm_qos_file = None
 
 
 class ConfigError(ValueError):
@@ -65,7 +69,7 @@ class RtConfig:
             raise ConfigError(f"--priority {self.priority} is out of range: use 1..99")
         if self.wake_mode not in ("sleep", "hybrid"):
             raise ConfigError(f"--wake-mode {self.wake_mode!r} is unknown: use sleep or hybrid")
-        if not 0 < self.spin_us < self.period_us:
+        if self.wake_mode == "hybrid" and not 0 < self.spin_us < self.period_us:
             raise ConfigError(
                 f"--spin-us {self.spin_us} must be above 0 and below the period "
                 f"({self.period_us} us)"
@@ -205,6 +209,22 @@ def open_segment(cfg: RtConfig) -> Segment:
     return seg
 
 
+def hold_pm_qos() -> tuple[bool, str]:
+    """Ask the kernel to keep CPUs out of deep idle states (as cyclictest does):
+    waking from them adds tens of microseconds to every wake-up."""
+    global _pm_qos_file
+    try:
+        f = open(PM_QOS_PATH, "wb", buffering=0)  # noqa: SIM115 - held open on purpose
+        f.write((0).to_bytes(4, "little", signed=True))
+    except OSError as e:
+        return False, (
+            f"cannot hold CPU idle latency at 0 ({PM_QOS_PATH}: {e.strerror}): wake-ups "
+            f"may be slower; needs write access to {PM_QOS_PATH}"
+        )
+    _pm_qos_file = f
+    return True, "CPU idle latency held at 0"
+
+
 def warn(msg: str) -> None:
     print(f"rtcore: warning: {msg}", file=sys.stderr, flush=True)
 
@@ -235,17 +255,19 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
 
     degraded = 0
     notes: list[str] = []
-    steps = [("mlock", rt.lock_memory, ())]
-    if cfg.run_cpus():
-        steps.append(("affinity", rt.set_affinity, (cfg.run_cpus(),)))
+    cpus = cfg.run_cpus()
+    steps: list[tuple[str, Callable[[], tuple[bool, str]]]] = [("mlock", rt.lock_memory)]
+    if cpus:
+        steps.append(("affinity", lambda: rt.set_affinity(cpus)))
     if cfg.numa_node >= 0:
-        steps.append(("numa", rt.bind_numa, (cfg.numa_node,)))
-    steps.append(("sched_fifo", rt.set_fifo, (cfg.priority,)))
-    for name, step, args in steps:
-        ok, msg = step(*args)
+        steps.append(("numa", lambda: rt.bind_numa(cfg.numa_node)))
+    steps.append(("sched_fifo", lambda: rt.set_fifo(cfg.priority)))
+    steps.append(("pm_qos", hold_pm_qos))
+    for name, step in steps:
+        ok, msg = step()
         if ok:
             continue
-        if not cfg.allow_degraded:
+        if not cfg.allow_degraded and name != "pm_qos":
             raise _rt.SetupError(f"{msg}; or pass --allow-degraded to run without it")
         degraded |= DEGRADED_BITS[name]
         notes.append(msg)

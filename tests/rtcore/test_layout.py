@@ -67,6 +67,7 @@ DEGRADED_BITS_C = {
     "affinity": "RTC_DEG_AFFINITY",
     "sched_fifo": "RTC_DEG_SCHED",
     "numa": "RTC_DEG_NUMA",
+    "pm_qos": "RTC_DEG_PM_QOS",
 }
 WAKE_MODES_C = {"sleep": "RTC_WAKE_SLEEP", "hybrid": "RTC_WAKE_HYBRID"}
 LEVELS_C = {name: f"RTC_LEVEL_{name}" for name in ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")}

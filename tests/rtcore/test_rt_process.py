@@ -150,7 +150,7 @@ def test_kill_9_then_resume_continues_from_checkpoint(spawn, shm_name):
         (["--task", "/nonexistent/libtask.so"], "no such file"),
         (["--task", "/etc/hostname"], "cannot load task library"),
         (["--wake-mode", "turbo"], "--wake-mode 'turbo' is unknown"),
-        (["--spin-us", "5000"], "--spin-us 5000 must be above 0"),
+        (["--wake-mode", "hybrid", "--spin-us", "5000"], "--spin-us 5000 must be above 0"),
         (["--log-level", "LOUD"], "--log-level 'LOUD' is unknown"),
         (["--task-params", "joints=99"], "refused its parameters"),
     ],

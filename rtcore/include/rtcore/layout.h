@@ -60,6 +60,7 @@ enum rtc_degraded {
     RTC_DEG_AFFINITY = 1u << 1,
     RTC_DEG_SCHED = 1u << 2,
     RTC_DEG_NUMA = 1u << 3,
+    RTC_DEG_PM_QOS = 1u << 4,  /* CPU idle states not held shallow (best effort, never fatal) */
 };
 
 enum rtc_wake_mode {

@@ -1,0 +1,127 @@
+"""Bounded child processes for the benchmarks.
+
+Every measured program (the RT process, cyclictest, the push-timing worker)
+may run SCHED_FIFO on a CPU the rest of the machine needs, so each one has a
+cycle budget, a wall-clock timeout, is killed if the benchmark stops for any
+reason, and dies with its parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_ROOT = str(Path(__file__).resolve().parent.parent)
+SHM_DIR = "/dev/shm"
+TICK_S = 0.25
+_SEGMENT = re.compile(r"^rtc-bench-(\d+)-")
+
+
+class BenchError(Exception):
+    """A benchmark cannot run or a measured program failed; the message says why."""
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def child_env() -> dict[str, str]:
+    """Our environment, with this checkout importable (rtcore, bench) even
+    when the package is not installed."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _ROOT + (os.pathsep + path if path else "")
+    return env
+
+
+def segment_name(what: str) -> str:
+    """A fresh shared-memory name owned by this process (see sweep_segments)."""
+    return f"rtc-bench-{os.getpid()}-{what}-{secrets.token_hex(4)}"
+
+
+def sweep_segments() -> None:
+    """Remove benchmark segments whose owner is gone: a benchmark killed with
+    SIGKILL cannot remove its own."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        m = _SEGMENT.match(name)
+        if m and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(SHM_DIR, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def run_bounded(
+    argv: list[str],
+    *,
+    timeout: float,
+    what: str,
+    tick: Callable[[int], None] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run argv to completion and return its output; kill it on timeout and on
+    any exception while waiting (Ctrl-C, SIGTERM turned into KeyboardInterrupt).
+    tick, if given, is called with the child's pid about every TICK_S seconds
+    while it runs."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    except OSError as e:
+        raise BenchError(f"cannot start {what} ({argv[0]}): {e.strerror}") from None
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                # a retried communicate() keeps what it has read so far
+                out, err = proc.communicate(timeout=min(TICK_S, deadline - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise
+            if tick is not None:
+                tick(proc.pid)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise BenchError(f"{what} did not finish within {timeout:.0f} s and was killed") from None
+    except BaseException:
+        _kill(proc)
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.communicate()

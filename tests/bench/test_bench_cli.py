@@ -1,0 +1,145 @@
+"""`rtctl bench` end to end: real RT processes, real cyclictest, real shared
+memory. Checks the shape of the reports (the public contract), never timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+NUMBER = (int, float)
+
+
+def rtctl(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "control.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def bench_segments() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("rtc-bench-")}
+
+
+def assert_numbers(section: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        assert isinstance(section[key], NUMBER), (key, section)
+        assert section[key] >= 0, (key, section)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("rtctl") and "error" in lines[0]
+
+
+def test_latency_json_has_contract_fields():
+    before = bench_segments()
+    done = rtctl("bench", "latency", "--cycles", "500", "--json")
+    assert done.returncode == 0, done.stderr
+    assert bench_segments() <= before
+    r = json.loads(done.stdout)
+    assert r["cycles"] == 500
+    assert r["period_us"] == 1000
+    assert r["wake_mode"] == "sleep"
+    assert isinstance(r["cpu"], int)
+    assert_numbers(r["wake_latency_us"], ("p50", "p99", "p999", "max"))
+    assert_numbers(r["exec_us"], ("p50", "p99", "max"))
+    assert isinstance(r["misses"], int)
+    assert 0.0 <= r["miss_rate"] <= 1.0
+    assert isinstance(r["skipped_periods"], int)
+    assert isinstance(r["degraded"], list)
+    assert set(r["goals"]) == {
+        "p99_within_baseline_plus_5us",
+        "misses_not_above_baseline",
+        "hybrid_p50_le_5us",
+    }
+    assert r["goals"]["hybrid_p50_le_5us"] is None
+    assert {"kernel", "cpu_model", "preempt", "isolcpus"} <= set(r["machine"])
+
+    base = r["baseline"]
+    if shutil.which("cyclictest") is None:
+        assert base is None and r["baseline_reason"]
+        pytest.skip("cyclictest is not installed: baseline fields not checked")
+    if base is None and os.geteuid() != 0:
+        pytest.skip(f"no baseline without root: {r['baseline_reason']}")
+    assert base is not None, r["baseline_reason"]
+    assert base["tool"].startswith("cyclictest ")
+    assert_numbers(base["wake_latency_us"], ("p50", "p99", "p999", "max"))
+    assert base["exec_us"] is None
+    assert isinstance(base["misses"], int)
+    assert 0.0 <= base["miss_rate"] <= 1.0
+    assert set(r["ratio"]) == {"p50", "p99", "p999", "max"}
+    assert all(
+        isinstance(r["goals"][k], bool)
+        for k in ("p99_within_baseline_plus_5us", "misses_not_above_baseline")
+    )
+
+
+def test_latency_hybrid_reports_its_goal_and_text_output():
+    done = rtctl("bench", "latency", "--cycles", "300", "--wake-mode", "hybrid")
+    assert done.returncode == 0, done.stderr
+    assert "wake   rtcore" in done.stdout
+    assert "hybrid p50 <= 5 us: yes" in done.stdout or "hybrid p50 <= 5 us: NO" in done.stdout
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs (pusher and reader)")
+def test_logging_json_has_contract_fields():
+    before = bench_segments()
+    done = rtctl("bench", "logging", "--count", "20000", "--json")
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    for kind in ("log_push_ns", "span_push_ns"):
+        assert_numbers(r[kind], ("p50", "p99", "p999", "max", "mean"))
+    assert r["count"] == 20000 and r["batch"] == 16
+    assert r["cpu"] != r["reader_cpu"]
+    assert_numbers(r, ("timer_overhead_ns", "tsc_ghz"))
+    assert r["dropped"] == 0
+    assert isinstance(r["degraded"], list)
+    assert_numbers(r["baseline"]["python_deque_append_ns"], ("p50", "p99", "p999"))
+    assert "not measured here" in r["reference"]["note"]
+    overhead = r["cycle_overhead"]
+    assert overhead["method"].startswith("measured")
+    assert_numbers(overhead, ("added_ns", "overhead_pct_of_exec", "overhead_pct_of_period"))
+    assert_numbers(overhead["quiet_exec_ns"], ("p50", "mean"))
+    assert_numbers(overhead["loud_exec_ns"], ("p50", "mean"))
+    assert overhead["ring_dropped"] == 0, "the drainer kept up: pushes were really recorded"
+    assert set(r["goals"]) == {
+        "log_p50_le_30ns",
+        "log_p999_le_150ns",
+        "cycle_exec_growth_under_1pct",
+        "span_p50_le_30ns",
+        "span_p999_le_150ns",
+    }
+    assert all(isinstance(v, bool) for v in r["goals"].values())
+    assert bench_segments() <= before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "latency", "--cycles", "0"],
+        ["bench", "latency", "--period-us", "-5"],
+        ["bench", "latency", "--cpu", "999"],
+        ["bench", "latency", "--wake-mode", "hybrid", "--period-us", "50"],
+        ["bench", "logging", "--count", "0"],
+        ["bench", "logging", "--cpu", "999"],
+        ["bench"],
+        [],
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args):
+    done = rtctl(*args, timeout=60)
+    assert_one_line_error(done)
