@@ -36,3 +36,16 @@ class RingWriter:
     def push(self, rec: Any) -> bool: ...
     def push_many(self, records: Any, count: int) -> int: ...
     def push_sequence(self, first: int, count: int, spin_limit: int = 0) -> int: ...
+
+def write_control(
+    buf: Any,
+    *,
+    mode: int | None = None,
+    active: bool | None = None,
+    epoch: int | None = None,
+    lease_ns: int | None = None,
+    lease_timeout_ns: int | None = None,
+    log_level: int | None = None,
+    trace_every: int | None = None,
+) -> None: ...
+def renew_lease(buf: Any) -> None: ...

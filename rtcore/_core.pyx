@@ -242,12 +242,11 @@ def ring_counters(buf, str name):
             hdr.capacity)
 
 
-cdef extern from *:
-    """
-    static inline uint64_t rtc_load_u64(const uint64_t *p)
-    { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    """
-    uint64_t rtc_load_u64(const uint64_t *p) nogil
+cdef extern from "rtcore/rtsys.h" nogil:
+    uint64_t rtc_load_u64(const uint64_t *p)
+    void rtc_store_u64(uint64_t *p, uint64_t v)
+    void rtc_store_u32(uint32_t *p, uint32_t v)
+    void rtc_store_i64(int64_t *p, int64_t v)
 
 
 def read_checkpoint(buf, uint32_t slot, int attempts=64):
@@ -311,3 +310,32 @@ def header_info(buf):
     cdef rtc_segment *seg = segment_ptr(buf)
     return {"magic": seg.header.magic, "abi_version": seg.header.abi_version,
             "segment_size": seg.header.segment_size, "owner_pid": seg.header.owner_pid}
+
+
+def write_control(buf, *, mode=None, active=None, epoch=None, lease_ns=None,
+                  lease_timeout_ns=None, log_level=None, trace_every=None):
+    """Set control-block fields (those given) and bump its generation. The
+    loop reads each field once per cycle; no field depends on another."""
+    cdef rtc_control *c = &segment_ptr(buf).control
+    if mode is not None:
+        if mode not in (RTC_MODE_RUN, RTC_MODE_HOLD, RTC_MODE_SAFE, RTC_MODE_STOP):
+            raise ValueError(f"mode {mode} is not run, hold, safe or stop")
+        rtc_store_u32(&c.mode, mode)
+    if active is not None:
+        rtc_store_u32(&c.active, 1 if active else 0)
+    if epoch is not None:
+        rtc_store_u64(&c.epoch, epoch)
+    if lease_timeout_ns is not None:
+        rtc_store_i64(&c.lease_timeout_ns, lease_timeout_ns)
+    if lease_ns is not None:
+        rtc_store_i64(&c.lease_ns, lease_ns)
+    if log_level is not None:
+        rtc_store_u32(&c.log_level, log_level)
+    if trace_every is not None:
+        rtc_store_u32(&c.trace_every, trace_every)
+    rtc_store_u64(&c.generation, c.generation + 1)
+
+
+def renew_lease(buf):
+    """Stamp the control plane's lease with the current monotonic time."""
+    rtc_store_i64(&segment_ptr(buf).control.lease_ns, mono_ns())

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rtcore import topology
+from rtcore import _core, topology
 from rtcore.segment import Segment, SegmentError, pid_alive
 
 MIN_PERIOD_US = 50
@@ -245,13 +245,13 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
         rt.init_task(cfg.task_params)
     rt.intern_strings()
     if seg.created:
-        view = seg.view()
-        ctl = view["control"]
-        ctl["log_level"] = LEVELS[cfg.log_level]
-        ctl["trace_every"] = cfg.trace_every
-        ctl["active"] = 0 if cfg.standby else 1
-        ctl["lease_timeout_ns"] = cfg.lease_timeout_ms * 1_000_000
-        del ctl, view
+        _core.write_control(
+            seg.buf,
+            log_level=LEVELS[cfg.log_level],
+            trace_every=cfg.trace_every,
+            active=not cfg.standby,
+            lease_timeout_ns=cfg.lease_timeout_ms * 1_000_000,
+        )
 
     degraded = 0
     notes: list[str] = []

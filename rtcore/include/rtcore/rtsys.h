@@ -34,6 +34,8 @@ static inline uint64_t rtc_load_u64(const uint64_t *p) { return __atomic_load_n(
 static inline uint32_t rtc_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline int64_t rtc_load_i64(const int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void rtc_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void rtc_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void rtc_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 /* Touch a stack region now so its page faults do not happen inside the loop. */
 static __attribute__((noinline)) void rtc_prefault_stack(void)
