@@ -527,6 +527,8 @@ cdef class Runtime:
         copy = <rtc_ckpt_slot *>&view[0]
         best = <rtc_ckpt_slot *>&view[sizeof(rtc_ckpt_slot)]
         best.seq = 0
+        self.rt.seg.status.restored_seq = 0
+        self.rt.seg.status.restored_cycle = 0
         skipped = []
         for i in range(RTC_CKPT_SLOTS):
             rc = rtc_ckpt_read(&self.rt.seg.ckpt[i], copy, 64)
@@ -638,6 +640,21 @@ cdef class Runtime:
         cdef cpu_set_t mask
         cdef uint64_t cpu_mask = 0
         cdef int c
+        # a resumed segment still holds the previous run's figures: this run's start afresh
+        st.state = RTC_STATE_INIT
+        st.heartbeat = 0
+        st.misses = 0
+        st.skipped_periods = 0
+        st.wake_max_ns = 0
+        st.exec_max_ns = 0
+        st.cmds_applied = 0
+        st.cmds_failed = 0
+        st.task_rc = 0
+        st.actuating = 0
+        memset(st.wake_hist, 0, sizeof(st.wake_hist))
+        memset(st.exec_hist, 0, sizeof(st.exec_hist))
+        st.cycles = self.rt.cycle
+        st.ckpt_seq = self.rt.ckpt_seq
         self.rt.period_ns = period_ns
         self.rt.spin_ns = spin_ns
         self.rt.wake_mode = wake_mode

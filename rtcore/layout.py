@@ -221,6 +221,7 @@ SEGMENT = _struct(
 # enum values shared with layout.h
 MODE_RUN, MODE_HOLD, MODE_SAFE, MODE_STOP = 0, 1, 2, 3
 STATE_NAMES = {0: "init", 1: "run", 2: "hold", 3: "safe", 4: "stopped", 5: "fault"}
+STATE_NAMES_INV = {v: k for k, v in STATE_NAMES.items()}
 DEGRADED_BITS = {1: "mlock", 2: "affinity", 4: "sched_fifo", 8: "numa", 16: "pm_qos"}
 WAKE_MODES = {"sleep": 0, "hybrid": 1}
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}

@@ -1,0 +1,66 @@
+"""The operations the agent offers, independent of transport.
+
+control/service.py exposes them over gRPC; control/agent.py implements them.
+Values are plain dicts and lists so both the gRPC mapping and `--json`
+output are direct. Failures raise control.errors exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+# A waypoint as submitted: seconds from job start and one target per joint.
+Waypoint = tuple[float, list[float]]
+
+RT_ACTIONS = ("start", "stop", "run", "hold", "safe")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
+
+
+class Subscription(Protocol):
+    """Events and alerts as they happen; iterate, then close()."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class AgentAPI(Protocol):
+    def status(self) -> dict[str, Any]:
+        """The `rtctl status --json` document: node_id, role, rt{state, pid,
+        cycles, misses, restarts, period_us, latency_us{p50,p99,max}, ...},
+        checkpoint{seq, age_ms}, cluster{leader, term, has_quorum}."""
+        ...
+
+    def rt_action(self, action: str) -> dict[str, Any]:
+        """One of RT_ACTIONS; returns the new status."""
+        ...
+
+    def submit_job(self, name: str, waypoints: list[Waypoint]) -> dict[str, Any]:
+        """Queue a trajectory job; returns the job (id, name, state, ...)."""
+        ...
+
+    def get_job(self, job_id: int) -> dict[str, Any]: ...
+
+    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]: ...
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        """Newest checkpoint in shared memory and on disk, and the files kept."""
+        ...
+
+    def get_log_level(self) -> dict[str, str]:
+        """{'rt': level, 'agent': level}"""
+        ...
+
+    def set_log_level(self, level: str, target: str = "all") -> dict[str, str]: ...
+
+    def get_trace_sampling(self) -> dict[str, Any]:
+        """{'rt_every_cycles': N (0 = off), 'ratio': agent-side sampling ratio 0..1}"""
+        ...
+
+    def set_trace_sampling(self, rt_every_cycles: int | None, ratio: float | None) -> dict[str, Any]: ...
+
+    def subscribe(self, kinds: list[str] | None = None) -> Subscription: ...
