@@ -51,6 +51,7 @@ class RtConfig:
     task_params: str = ""
     ckpt_every: int = 10
     resume: bool = False
+    restore_file: str = ""
     allow_degraded: bool = False
     keep_shm: bool = False
     cycles: int = 0
@@ -98,6 +99,8 @@ class RtConfig:
                     )
         except topology.TopologyError as e:
             raise ConfigError(str(e)) from None
+        if self.restore_file and not os.path.isfile(self.restore_file):
+            raise ConfigError(f"--restore-file {self.restore_file}: no such file")
         if not self.task:
             self.task = builtin_task_path()
         elif not os.path.isfile(self.task):
@@ -145,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse a segment left by a dead RT process and resume from its newest checkpoint",
     )
     p.add_argument(
+        "--restore-file",
+        default="",
+        help="a checkpoint file (the agent's durable copy) to resume from when the "
+        "segment holds no newer checkpoint of this task",
+    )
+    p.add_argument(
         "--allow-degraded",
         action="store_true",
         help="run even if memory locking, affinity, NUMA binding or SCHED_FIFO is refused",
@@ -185,6 +194,7 @@ def config_from_args(argv: list[str] | None) -> RtConfig:
         task_params=a.task_params,
         ckpt_every=a.ckpt_every,
         resume=a.resume,
+        restore_file=a.restore_file,
         allow_degraded=a.allow_degraded,
         keep_shm=a.keep_shm,
         cycles=a.cycles,
@@ -207,6 +217,25 @@ def open_segment(cfg: RtConfig) -> Segment:
         seg.close()
         raise SegmentError(f"shared-memory name {cfg.shm!r} is in use by RT process {pid}")
     return seg
+
+
+def load_restore_file(path: str, seg: Segment) -> None:
+    """Put the file's checkpoint into the segment unless it already holds a newer one;
+    restore_newest() then takes whichever is newest."""
+    from rtcore import ckptfile
+    from rtcore._rt import SetupError
+
+    try:
+        meta, data = ckptfile.read_checkpoint_file(path)
+    except ckptfile.CheckpointFileError as e:
+        raise SetupError(f"--restore-file {e}") from None
+    newest = seg.newest_checkpoint()
+    if newest is not None and newest[0]["seq"] >= meta["seq"]:
+        return
+    slot = meta["seq"] % _core.CKPT_SLOTS
+    _core.write_checkpoint(
+        seg.buf, slot, meta["seq"], meta["cycle"], meta["epoch"], meta["task_id"], data
+    )
 
 
 def hold_pm_qos() -> tuple[bool, str]:
@@ -237,7 +266,9 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
     rt.load_task(cfg.task)
     rt.alloc_state(cfg.numa_node)
     restored = None
-    if not seg.created:
+    if cfg.restore_file:
+        load_restore_file(cfg.restore_file, seg)
+    if not seg.created or cfg.restore_file:
         restored, skipped = rt.restore_newest()
         for why in skipped:
             warn(f"checkpoint {why}, skipped")

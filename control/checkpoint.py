@@ -1,0 +1,265 @@
+"""Durable copies of the RT loop's checkpoints, one file per checkpoint, in
+the format of rtcore/ckptfile.py.
+
+The store names files `ckpt-{seq:020d}.bin`, so name order is sequence order,
+and writes each one to a temporary file that is fsynced and renamed into
+place: a crash leaves either the whole file or none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from rtcore.ckptfile import (
+    HEADER_SIZE,
+    Checkpoint,
+    CheckpointFileError,
+    Meta,
+    encode,
+    parse_header,
+    read_checkpoint_file,
+)
+
+_NAME = re.compile(r"^ckpt-(\d{20})\.bin$")
+_TMP_PREFIX = ".ckpt-"
+_TMP_SUFFIX = ".tmp"
+CORRUPT_SUFFIX = ".corrupt"
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointSource(Protocol):
+    """What CheckpointSaver reads from: rtcore.segment.Segment, or a test double."""
+
+    def newest_checkpoint(self) -> Checkpoint | None: ...
+
+
+def file_name(seq: int) -> str:
+    return f"ckpt-{seq:020d}.bin"
+
+
+def write_restore_file(meta: Mapping[str, Any], data: bytes, path: str) -> str:
+    """Write one checkpoint atomically at path (for `python -m rtcore --restore-file`)."""
+    _write_atomic(path, encode(meta, data, time.time_ns()), prefix=f".{os.path.basename(path)}.")
+    return path
+
+
+def _write_atomic(path: str, blob: bytes, prefix: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=_TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    # the rename is durable only once the directory entry itself is on disk
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _log_corrupt(path: str, reason: str) -> None:
+    log.warning("checkpoint %s is unusable (%s); skipped and moved aside", path, reason)
+
+
+class CheckpointStore:
+    """The newest `keep` checkpoints of one node, as files in `directory`.
+
+    Thread-safe: the agent saves from one thread and answers status from others.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        keep: int = 5,
+        on_corrupt: Callable[[str, str], None] = _log_corrupt,
+    ) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.directory = directory
+        self.keep = keep
+        self.on_corrupt = on_corrupt
+        self._lock = threading.Lock()
+        self._unmovable: set[str] = set()
+        os.makedirs(directory, exist_ok=True)
+        self._remove_temp_files()
+
+    def save(self, meta: Mapping[str, Any], data: bytes) -> str | None:
+        """Write the checkpoint durably unless one with this seq or a newer one is
+        already kept; returns the new file's path, or None if skipped. OSError
+        if the disk refuses (nothing is left under the final name)."""
+        with self._lock:
+            kept = self._list()
+            if kept and meta["seq"] <= kept[-1][0]:
+                return None
+            path = os.path.join(self.directory, file_name(meta["seq"]))
+            _write_atomic(path, encode(meta, data, time.time_ns()), prefix=_TMP_PREFIX)
+            kept.append((meta["seq"], path))
+            for _, old in kept[: -self.keep]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(old)
+            return path
+
+    def load_newest(self, task_id: int | None = None) -> Checkpoint | None:
+        """The newest valid checkpoint (of task_id if given), or None. Unusable
+        files met on the way are reported, moved aside and skipped."""
+        with self._lock:
+            found = self._newest_valid(task_id)
+        return (found[1], found[2]) if found else None
+
+    def newest_path(self) -> tuple[int, str] | None:
+        """(seq, path) of the newest valid file, e.g. to pass as --restore-file;
+        verified like load_newest."""
+        with self._lock:
+            found = self._newest_valid(None)
+        return (found[1]["seq"], found[0]) if found else None
+
+    def _newest_valid(self, task_id: int | None) -> tuple[str, Meta, bytes] | None:
+        for seq, path in reversed(self._list()):
+            try:
+                meta, data = read_checkpoint_file(path)
+                if meta["seq"] != seq:
+                    raise CheckpointFileError(
+                        f"file name says seq {seq}, header says {meta['seq']}", path
+                    )
+            except CheckpointFileError as e:
+                self._move_aside(path, e.reason)
+                continue
+            if task_id is None or meta["task_id"] == task_id:
+                return path, meta, data
+        return None
+
+    def info(self) -> dict[str, Any]:
+        """Files kept, oldest first (seq, cycle, size, saved_ns, path; cycle and
+        saved_ns are None if the header is unreadable), newest_seq (0: none),
+        total_bytes, and the files moved aside as corrupt."""
+        with self._lock:
+            files = []
+            for seq, path in self._list():
+                try:
+                    with open(path, "rb") as f:
+                        size = os.fstat(f.fileno()).st_size
+                        head: Meta | None = parse_header(f.read(HEADER_SIZE))
+                except (OSError, CheckpointFileError):
+                    head = None
+                    size = _size_or_zero(path)
+                files.append(
+                    {
+                        "seq": seq,
+                        "cycle": head["cycle"] if head else None,
+                        "size": size,
+                        "saved_ns": head["saved_ns"] if head else None,
+                        "path": path,
+                    }
+                )
+            corrupt = sorted(
+                os.path.join(self.directory, n)
+                for n in os.listdir(self.directory)
+                if n.endswith(CORRUPT_SUFFIX)
+            )
+        return {
+            "directory": self.directory,
+            "files": files,
+            "newest_seq": files[-1]["seq"] if files else 0,
+            "total_bytes": sum(f["size"] for f in files),
+            "corrupt": corrupt,
+        }
+
+    def _list(self) -> list[tuple[int, str]]:
+        found = []
+        for name in os.listdir(self.directory):
+            m = _NAME.match(name)
+            path = os.path.join(self.directory, name)
+            if m and path not in self._unmovable:
+                found.append((int(m.group(1)), path))
+        found.sort()
+        return found
+
+    def _move_aside(self, path: str, reason: str) -> None:
+        try:
+            os.replace(path, path + CORRUPT_SUFFIX)
+        except OSError as e:
+            # still skip it from now on, so the callback fires once per file
+            self._unmovable.add(path)
+            log.error("cannot move corrupt checkpoint %s aside: %s", path, e.strerror)
+        try:
+            self.on_corrupt(path, reason)
+        except Exception:
+            log.exception("on_corrupt callback failed for %s", path)
+
+    def _remove_temp_files(self) -> None:
+        # a temp file is a write a crash interrupted: never renamed, so never valid
+        for name in os.listdir(self.directory):
+            if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
+                log.info("removed %s, left by an interrupted checkpoint write", name)
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+class CheckpointSaver:
+    """Copies the segment's newest checkpoint to the store when its seq has
+    advanced, at most once per interval_ms (each save costs two fsyncs).
+    Disk errors are counted and kept in last_error, never raised."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        interval_ms: int = 200,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.interval_s = interval_ms / 1000
+        self.clock = clock
+        self.saves = 0
+        self.errors = 0
+        self.last_error = ""
+        self.last_seq = 0
+        self._last_attempt: float | None = None
+
+    def poll(self, source: CheckpointSource) -> str | None:
+        """Save if due and there is something new; returns the new file's path."""
+        now = self.clock()
+        if self._last_attempt is not None and now - self._last_attempt < self.interval_s:
+            return None
+        newest = source.newest_checkpoint()
+        if newest is None or newest[0]["seq"] <= self.last_seq:
+            return None
+        meta, data = newest
+        self._last_attempt = now
+        try:
+            path = self.store.save(meta, data)
+        except OSError as e:
+            self.errors += 1
+            self.last_error = f"saving checkpoint {meta['seq']}: {e.strerror or e}"
+            log.error("%s", self.last_error)
+            return None
+        self.last_seq = meta["seq"]
+        if path is not None:
+            self.saves += 1
+        return path
