@@ -6,11 +6,11 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := gcc libnuma-dev numactl rt-tests strace stress-ng libcap2-bin util-linux
+APT_PACKAGES := gcc libnuma-dev numactl rt-tests strace stress-ng libcap2-bin util-linux prometheus
 SOURCES := $(wildcard rtcore/*.pyx rtcore/*.pxd rtcore/src/*.c rtcore/include/rtcore/*.h) setup.py
 PYTEST_ARGS ?=
 
-.PHONY: all setup sysdeps test test-fast bench lint format clean
+.PHONY: all setup sysdeps test test-fast bench lint format proto clean
 
 all: setup
 
@@ -61,6 +61,18 @@ lint: setup
 
 format: setup
 	$(VENV)/bin/ruff format rtcore control bench tests
+
+# Regenerate the checked-in gRPC code (control/proto_gen) from proto/. The
+# generated modules import each other as top-level `rtcore.v1`, which would be
+# this repository's rtcore package: sed points them at control.proto_gen.
+proto: setup
+	rm -rf control/proto_gen/rtcore
+	mkdir -p control/proto_gen/rtcore/v1
+	touch control/proto_gen/rtcore/__init__.py control/proto_gen/rtcore/v1/__init__.py
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=control/proto_gen --pyi_out=control/proto_gen \
+	  --grpc_python_out=control/proto_gen proto/rtcore/v1/control.proto
+	sed -i 's/^from rtcore\.v1 import/from control.proto_gen.rtcore.v1 import/' \
+	  control/proto_gen/rtcore/v1/*.py control/proto_gen/rtcore/v1/*.pyi
 
 clean:
 	rm -rf build $(VENV) rtcore/*.so rtcore/_core.c rtcore/_rt.c *.egg-info

@@ -42,6 +42,7 @@ class AgentConfig:
     health_interval_ms: int = 100
     stall_checks: int = 3
     restart_backoff_max_ms: int = 5000
+    restart_stable_ms: int = 5000  # a run this long resets the crash streak
     checkpoint_keep: int = 5
     checkpoint_interval_ms: int = 200
     log_level: str = "INFO"
@@ -93,7 +94,9 @@ class AgentConfig:
                 with open(self.token_file) as f:
                     self.token = f.read().strip()
             except OSError as e:
-                raise InvalidArgument("token_file", f"cannot read {self.token_file}: {e.strerror}") from None
+                raise InvalidArgument(
+                    "token_file", f"cannot read {self.token_file}: {e.strerror}"
+                ) from None
         return self
 
 
@@ -143,8 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period-us", dest="period_us", type=int, help=FLAG_HELP["period_us"])
     p.add_argument("--priority", type=int, help=FLAG_HELP["priority"])
     p.add_argument("--numa-node", dest="numa_node", type=int, help=FLAG_HELP["numa_node"])
-    p.add_argument("--wake-mode", dest="wake_mode", choices=("sleep", "hybrid"),
-                   help=FLAG_HELP["wake_mode"])
+    p.add_argument(
+        "--wake-mode", dest="wake_mode", choices=("sleep", "hybrid"), help=FLAG_HELP["wake_mode"]
+    )
     p.add_argument("--task", help=FLAG_HELP["task"])
     p.add_argument("--task-params", dest="task_params", help=FLAG_HELP["task_params"])
     p.add_argument("--es-url", dest="es_url", help=FLAG_HELP["es_url"])

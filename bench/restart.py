@@ -1,0 +1,232 @@
+"""`rtctl bench restart`: the gap from killing the RT process to the first
+cycle of its replacement running on the restored state.
+
+A real agent supervises a real RT process; each trial kills the RT process
+with SIGKILL and watches the segment (mapped here) for the new process's
+first cycle after its restore. The same-run baseline is a cold start of the
+RT process itself — interpreter, imports, mlock, first cycle — the floor any
+restart of a separate process pays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from bench import machine
+from bench.runner import BenchError, child_env, last_line, run_bounded, segment_name
+from rtcore.segment import SHM_DIR, Segment, SegmentError
+
+GOAL_P50_MS = 200.0
+GOAL_MAX_MS = 500.0
+TRIAL_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RestartOptions:
+    kills: int = 20
+    cpu: int | None = None
+    period_us: int = 1000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def _cold_start_ms(cpu: int, period_us: int) -> float:
+    """Wall time of `python -m rtcore --cycles 1`: start-up to the first cycle and exit."""
+    name = segment_name("cold")
+    argv = [
+        sys.executable,
+        "-m",
+        "rtcore",
+        "--shm",
+        name,
+        "--cycles",
+        "1",
+        "--cpus",
+        str(cpu),
+        "--period-us",
+        str(period_us),
+        "--allow-degraded",
+    ]
+    t0 = time.monotonic()
+    done = run_bounded(argv, timeout=30, what="the RT process (cold start)")
+    took = (time.monotonic() - t0) * 1000
+    if done.returncode != 0:
+        raise BenchError(f"the RT process failed to start: {last_line(done.stderr)}")
+    return took
+
+
+def _wait_for(pred, timeout: float, what: str):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.0005)
+
+
+def run(opts: RestartOptions) -> dict:
+    cpu = machine.default_cpu() if opts.cpu is None else opts.cpu
+    machine.check_cpu(cpu)
+    node = f"bench{os.getpid()}"
+    shm = f"rtcore-{node}"
+    data_dir = tempfile.mkdtemp(prefix="rtc-bench-restart-")
+    config = os.path.join(data_dir, "agent.toml")
+    with open(config, "w") as f:
+        # a kill every second or so is the benchmark, not a crash loop: keep
+        # the back-off out of the gap being measured
+        f.write("restart_stable_ms = 100\n")
+    argv = [
+        sys.executable,
+        "-m",
+        "control.cli",
+        "agent",
+        "--config",
+        config,
+        "--node-id",
+        node,
+        "--listen",
+        f"127.0.0.1:{_free_port()}",
+        "--metrics-listen",
+        "",
+        "--data-dir",
+        data_dir,
+        "--cpus",
+        str(cpu),
+        "--period-us",
+        str(opts.period_us),
+    ]
+    cold = [_cold_start_ms(cpu, opts.period_us) for _ in range(3)]
+    agent = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+    )
+    seg: Segment | None = None
+    trials: list[dict] = []
+    try:
+
+        def opened() -> Segment | None:
+            if agent.poll() is not None:
+                err = agent.stderr.read() if agent.stderr else ""
+                raise BenchError(f"the agent exited: {last_line(err)}")
+            try:
+                s = Segment.open(shm)
+            except SegmentError:
+                return None
+            if int(s.view()["status"]["cycles"]) > 10:
+                return s
+            s.close()
+            return None
+
+        seg = _wait_for(opened, 30, "the agent's RT process")
+        st = seg.view()["status"]
+        for _ in range(opts.kills):
+            old = int(st["pid"])
+            # let a checkpoint land after the previous restart, as in service
+            _wait_for(
+                lambda old=old: (
+                    int(st["restored_seq"]) < int(st["ckpt_seq"]) and int(st["pid"]) == old
+                ),
+                TRIAL_TIMEOUT_S,
+                "a fresh checkpoint",
+            )
+            t0 = time.monotonic_ns()
+            os.kill(old, signal.SIGKILL)
+
+            def replaced(old: int = old) -> bool:
+                return (
+                    int(st["pid"]) not in (0, old)
+                    and int(st["heartbeat"]) >= 1
+                    and int(st["restored_seq"]) > 0
+                )
+
+            _wait_for(replaced, TRIAL_TIMEOUT_S, "the replacement RT process's first cycle")
+            gap_ms = (time.monotonic_ns() - t0) / 1e6
+            trials.append(
+                {
+                    "killed_pid": old,
+                    "new_pid": int(st["pid"]),
+                    "restored_seq": int(st["restored_seq"]),
+                    "restored_cycle": int(st["restored_cycle"]),
+                    "restart_ms": round(gap_ms, 2),
+                }
+            )
+            time.sleep(0.15)
+    finally:
+        if seg is not None:
+            seg.close()
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait(timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM_DIR, shm))
+        shutil.rmtree(data_dir, ignore_errors=True)
+    gaps = [t["restart_ms"] for t in trials]
+    cold_p50 = _percentile(cold, 0.5)
+    p50, worst = _percentile(gaps, 0.5), max(gaps)
+    return {
+        "kills": opts.kills,
+        "cpu": cpu,
+        "period_us": opts.period_us,
+        "restart_ms": {
+            "p50": round(p50, 2),
+            "p90": round(_percentile(gaps, 0.9), 2),
+            "max": round(worst, 2),
+            "min": round(min(gaps), 2),
+        },
+        "trials": trials,
+        "baseline": {
+            "what": "cold start of the RT process (python -m rtcore --cycles 1: interpreter, "
+            "imports, mlock, first cycle, exit), measured 3 times in this run",
+            "cold_start_ms": {"p50": round(cold_p50, 2), "runs": [round(c, 2) for c in cold]},
+        },
+        "ratio": {"p50_to_cold_start": round(p50 / cold_p50, 3)},
+        "goals": {
+            "p50_le_200ms": p50 <= GOAL_P50_MS,
+            "max_le_500ms": worst <= GOAL_MAX_MS,
+            "requirement_5s": worst <= 5000,
+        },
+        "machine": machine.describe(),
+    }
+
+
+def format_text(r: dict) -> str:
+    g = r["restart_ms"]
+    lines = [
+        f"restart: {r['kills']} SIGKILLs of the RT process on CPU {r['cpu']} "
+        f"({r['period_us']} us period), kill -> first restored cycle",
+        f"gap (ms): p50 {g['p50']}  p90 {g['p90']}  max {g['max']}  min {g['min']}",
+        f"baseline: cold start of the RT process p50 {r['baseline']['cold_start_ms']['p50']} ms "
+        f"(ratio {r['ratio']['p50_to_cold_start']}x)",
+        "goals: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r["goals"].items()),
+    ]
+    return "\n".join(lines)

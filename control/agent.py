@@ -1,0 +1,477 @@
+"""The node agent: the composition root of the control plane.
+
+Wires the supervisor (RT process), the drainer (rings → events, logs, job
+progress, durable checkpoints), the job runner, metrics and the gRPC service
+together, and implements control.api.AgentAPI on top of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import itertools
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from loguru import logger
+
+from control import config as config_mod
+from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
+from control.checkpoint import CheckpointSaver, CheckpointStore
+from control.config import AgentConfig
+from control.errors import ControlError, FailedPrecondition, InvalidArgument
+from control.eventbus import EventBus, Subscription
+from control.jobs import JobRunner, JobStore
+from control.supervisor import Supervisor
+from control.trajectory import validate_name, validate_waypoints
+from rtcore import _core, layout, reftask, stats
+from rtcore.records import Drainer
+from rtcore.segment import Segment, SegmentError
+
+DRAIN_INTERVAL_S = 0.005
+RT_EVENT_LEVELS = {"deadline_miss": "ERROR"}
+TASK_EVENTS = {
+    reftask.EV_TRAJ_STARTED: "trajectory_started",
+    reftask.EV_WAYPOINT_REACHED: "waypoint_reached",
+    reftask.EV_TRAJ_DONE: "trajectory_done",
+}
+LOGURU_LEVELS = {
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARN": "WARNING",
+    "ERROR": "ERROR",
+    "CRITICAL": "CRITICAL",
+}
+
+
+class AgentLockError(ControlError):
+    pass
+
+
+class Agent:
+    """One node. start() brings everything up; close() takes it down in order."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.started = time.monotonic()
+        os.makedirs(cfg.data_dir, exist_ok=True)
+        self._lock_file = self._take_lock()
+        self.bus = EventBus(cfg.node_id)
+        self.checkpoints = CheckpointStore(
+            os.path.join(cfg.data_dir, "checkpoints"),
+            keep=cfg.checkpoint_keep,
+            on_corrupt=self._on_corrupt,
+        )
+        self.saver = CheckpointSaver(self.checkpoints, interval_ms=cfg.checkpoint_interval_ms)
+        self.jobs = JobStore(os.path.join(cfg.data_dir, "jobs.db"))
+        self._seq = itertools.count(int(time.time() * 1000) << 16)
+        self._seq_lock = threading.Lock()
+        self.runner = JobRunner(self.jobs, self._send_commands, self._next_seq)
+        self.supervisor = Supervisor(cfg, self._on_supervisor_event, self._restore_file)
+        self._levels = {"rt": cfg.log_level, "agent": cfg.log_level}
+        self._trace_ratio = 1.0
+        self._seg: Segment | None = None
+        self._drainer: Drainer | None = None
+        self._writer: _core.RingWriter | None = None
+        self._misses_before = 0
+        self._stop = threading.Event()
+        self._drain_thread = threading.Thread(target=self._drain_loop, name="drainer", daemon=True)
+        self._io_lock = threading.Lock()
+        self._grpc: Any = None
+        self._metrics: Any = None
+        self.metrics_port = 0
+
+    # ---- lifecycle ----------------------------------------------------
+
+    def _take_lock(self) -> Any:
+        path = os.path.join(self.cfg.data_dir, "agent.lock")
+        f = open(path, "a+")  # noqa: SIM115 - held for the agent's life
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            other = f.read().strip() or "?"
+            f.close()
+            raise AgentLockError(
+                f"another agent (pid {other}) is running for node {self.cfg.node_id!r} "
+                f"with data directory {self.cfg.data_dir}"
+            ) from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def start(self) -> None:
+        from control.metrics import Metrics
+        from control.service import serve
+
+        self.supervisor.start()
+        self._drain_thread.start()
+        if self.cfg.metrics_listen:
+            self._metrics = Metrics(self._metrics_snapshot)
+            _, self.metrics_port = self._metrics.start_http(self.cfg.metrics_listen)
+        self._grpc = serve(self, self.cfg)
+        logger.info(
+            "agent {} listening on {} (metrics on port {}), data in {}",
+            self.cfg.node_id,
+            self.cfg.listen,
+            self.metrics_port,
+            self.cfg.data_dir,
+        )
+
+    def close(self, stop_rt: bool = True) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(grace=1.0).wait(2.0)
+        if self._metrics is not None:
+            self._metrics.stop()
+        self._stop.set()
+        if self._drain_thread.is_alive():
+            self._drain_thread.join(timeout=5)
+        self.supervisor.close(stop_rt=stop_rt)
+        if self._seg is not None:
+            # the RT's final checkpoint (written as it stopped) goes to disk too
+            newest = self._seg.newest_checkpoint()
+            if newest is not None:
+                with contextlib.suppress(OSError):
+                    self.checkpoints.save(*newest)
+            self._drainer = None
+            self._writer = None
+            self._seg.close()
+        self.jobs.close()
+        self._lock_file.close()
+
+    # ---- events from the parts -----------------------------------------
+
+    def _on_supervisor_event(self, kind: str, level: str, fields: dict[str, Any]) -> None:
+        message = fields.pop("message", kind)
+        logger.log(LOGURU_LEVELS.get(level, level), message)
+        self.bus.publish(kind, level, message, **fields)
+        if kind == "rt_running":
+            self._on_rt_running()
+        elif kind == "rt_adopted":
+            self._on_rt_adopted()
+
+    def _task_state(self) -> Any:
+        """The reftask state in the segment's newest checkpoint, None if none or another task."""
+        with self._io_lock:
+            seg = self._segment()
+            newest = seg.newest_checkpoint() if seg is not None else None
+        if newest is None:
+            return None
+        try:
+            return reftask.decode_state(newest[1])
+        except ValueError:
+            return None
+
+    def _on_rt_running(self) -> None:
+        """A new RT process runs: it resumed from a checkpoint (restored_seq) or
+        started fresh; the running job goes on, ends or is sent again."""
+        with self._io_lock:
+            if self._drainer is not None:
+                self._drainer.decoder.reload_strings()
+            seg = self._segment()
+            restored = int(seg.view()["status"]["restored_seq"]) if seg is not None else 0
+        self.runner.on_rt_restarted(self._task_state() if restored else None)
+
+    def _on_rt_adopted(self) -> None:
+        """The agent restarted beside a running RT. Its events while the agent
+        was down are lost, so a job it finished meanwhile is settled from its
+        state; a job it does not know yet may still have commands in flight,
+        so that case is left to the events that follow."""
+        job = self.jobs.running()
+        state = self._task_state()
+        if job is not None and state is not None and int(state["job_id"]) == job["id"]:
+            self.runner.on_rt_restarted(state)
+
+    def _on_corrupt(self, path: str, reason: str) -> None:
+        message = f"checkpoint file {path} is damaged ({reason}); skipped"
+        logger.error(message)
+        self.bus.publish("checkpoint_corrupt", "ERROR", message, path=path, reason=reason)
+
+    def _restore_file(self) -> str | None:
+        """The newest durable checkpoint when it is newer than the segment's."""
+        disk = self.checkpoints.newest_path()
+        if disk is None:
+            return None
+        seg = self._segment()
+        shm = seg.newest_checkpoint() if seg is not None else None
+        if shm is not None and shm[0]["seq"] >= disk[0]:
+            return None
+        return disk[1]
+
+    # ---- the drainer ----------------------------------------------------
+
+    def _segment(self) -> Segment | None:
+        if self._seg is None:
+            try:
+                self._seg = Segment.open(self.cfg.shm_name)
+            except SegmentError:
+                return None
+            self._drainer = Drainer(self._seg.buf)
+            self._writer = _core.RingWriter(self._seg.buf, "cmd")
+            _core.write_control(self._seg.buf, log_level=layout.LEVELS[self._levels["rt"]])
+        return self._seg
+
+    def _drain_loop(self) -> None:
+        while not self._stop.wait(DRAIN_INTERVAL_S):
+            try:
+                self._drain_once()
+            except Exception:  # noqa: BLE001 - the drainer must outlive one bad record
+                logger.exception("drainer iteration failed")
+
+    def _drain_once(self) -> None:
+        with self._io_lock:
+            seg = self._segment()
+            if seg is None or self._drainer is None:
+                return
+            events = self._drainer.drain("event")
+            logs = self._drainer.drain("log")
+            self._drainer.drain("span")
+        for rec in logs:
+            logger.log(
+                LOGURU_LEVELS.get(rec["level"], "INFO"),
+                "rt: {} (cycle {})",
+                rec["message"],
+                rec["cycle"],
+            )
+        for ev in events:
+            self._publish_rt_event(ev)
+            self.runner.on_event(ev)
+        self.runner.tick(self.supervisor.state == "running")
+        self.saver.poll(seg)
+
+    def _publish_rt_event(self, ev: dict[str, Any]) -> None:
+        kind = TASK_EVENTS.get(ev["kind_id"], ev["kind"])
+        level = RT_EVENT_LEVELS.get(kind, "INFO")
+        fields = {k: ev[k] for k in ("cycle", "a", "b", "trace_id", "span_id")}
+        self.bus.publish(f"rt.{kind}", level, f"RT {kind.replace('_', ' ')}", **fields)
+
+    def _send_commands(self, records: list[bytes]) -> bool:
+        with self._io_lock:
+            if self._seg is None or self._writer is None:
+                return False
+            head, tail = _core.ring_counters(self._seg.buf, "cmd")[:2]
+            # all or nothing: a job's commands only make sense together
+            if layout.CMD_RING_CAP - (head - tail) < len(records):
+                return False
+            return all(self._writer.push(r) for r in records)
+
+    def _next_seq(self) -> int:
+        with self._seq_lock:
+            return next(self._seq)
+
+    # ---- AgentAPI -------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        sup = self.supervisor.info()
+        rt: dict[str, Any] = {
+            "state": sup["state"],
+            "pid": sup["pid"],
+            "restarts": sup["restarts"],
+            "supervisor": sup,
+            "period_us": self.cfg.period_us,
+            "cycles": 0,
+            "misses": 0,
+            "latency_us": {"p50": 0.0, "p99": 0.0, "max": 0.0},
+            "exec_us": {"p50": 0.0, "p99": 0.0, "max": 0.0},
+        }
+        checkpoint: dict[str, Any] = {"seq": 0, "age_ms": None, "cycle": 0}
+        with self._io_lock:
+            seg = self._segment()
+            if seg is not None:
+                v = seg.view()
+                st = v["status"]
+                if sup["pid"] and int(st["pid"]) == sup["pid"]:
+                    loop_state = layout.STATE_NAMES.get(int(st["state"]), "?")
+                    rt["state"] = loop_state if sup["state"] == "running" else sup["state"]
+                    wake = stats.summary_us(st["wake_hist"], int(st["wake_max_ns"]))
+                    exe = stats.summary_us(st["exec_hist"], int(st["exec_max_ns"]))
+                    rt.update(
+                        {
+                            "cycles": int(st["cycles"]),
+                            "misses": int(st["misses"]),
+                            "heartbeat": int(st["heartbeat"]),
+                            "latency_us": {k: wake[k] for k in ("p50", "p99", "max")},
+                            "exec_us": {k: exe[k] for k in ("p50", "p99", "max")},
+                            "actuating": bool(st["actuating"]),
+                            "priority": int(st["priority"]),
+                            "degraded": [
+                                n
+                                for b, n in layout.DEGRADED_BITS.items()
+                                if int(st["degraded"]) & b
+                            ],
+                            "task": st["task_name"].item().decode(errors="replace"),
+                        }
+                    )
+                rt["ring_dropped"] = {
+                    r: _core.ring_counters(seg.buf, r)[3] for r in ("log", "span", "event")
+                }
+                checkpoint["seq"] = int(st["ckpt_seq"])
+                checkpoint["cycle"] = int(st["ckpt_cycle"])
+                if int(st["ckpt_ns"]):
+                    checkpoint["age_ms"] = round(
+                        (_core.monotonic_ns() - int(st["ckpt_ns"])) / 1e6, 1
+                    )
+        disk = self.checkpoints.newest_path()
+        checkpoint["disk_seq"] = disk[0] if disk else 0
+        healthy = rt["state"] in ("run", "hold", "safe")
+        return {
+            "node_id": self.cfg.node_id,
+            "role": "primary" if healthy else "degraded",
+            "rt": rt,
+            "checkpoint": checkpoint,
+            "cluster": {
+                "leader": self.cfg.node_id,
+                "term": 0,
+                "has_quorum": True,
+                "members": [self.cfg.node_id],
+            },
+            "jobs": {s: len(self.jobs.list(state=s, limit=1000)) for s in ("queued", "running")},
+            "agent": {
+                "pid": os.getpid(),
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "listen": self.cfg.listen,
+                "data_dir": self.cfg.data_dir,
+            },
+        }
+
+    def _metrics_snapshot(self) -> dict[str, Any]:
+        snap = self.status()
+        with self._io_lock:
+            seg = self._segment()
+            if seg is not None and snap["rt"]["pid"]:
+                st = seg.view()["status"]
+                snap["rt"]["wake_hist"] = [int(c) for c in st["wake_hist"]]
+                snap["rt"]["exec_hist"] = [int(c) for c in st["exec_hist"]]
+        return snap
+
+    def rt_action(self, action: str) -> dict[str, Any]:
+        if action not in RT_ACTIONS:
+            raise InvalidArgument("action", f"{action!r} is not one of {', '.join(RT_ACTIONS)}")
+        self.supervisor.action(action)
+        self.bus.publish("rt_action", "WARN", f"RT {action} requested", action=action)
+        return self.status()
+
+    def submit_job(self, name: str, waypoints: list[Waypoint]) -> dict[str, Any]:
+        name = validate_name(name)
+        waypoints = validate_waypoints(waypoints, joints=self.cfg.joints)
+        job = self.jobs.submit(name, waypoints)
+        self.bus.publish("job_queued", "INFO", f"job {job['id']} ({name}) queued", job_id=job["id"])
+        return job
+
+    def get_job(self, job_id: int) -> dict[str, Any]:
+        return self.jobs.get(job_id)
+
+    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self.jobs.list(state=state, limit=limit)
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        return self.runner.cancel(job_id)
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        with self._io_lock:
+            seg = self._segment()
+            newest = seg.newest_checkpoint() if seg is not None else None
+        shm = dict(newest[0]) if newest else None
+        return {
+            "shm": shm,
+            "disk": self.checkpoints.info(),
+            "saver": {"saves": self.saver.saves, "last_error": self.saver.last_error},
+        }
+
+    def get_log_level(self) -> dict[str, str]:
+        return dict(self._levels)
+
+    def set_log_level(self, level: str, target: str = "all") -> dict[str, str]:
+        level = level.upper()
+        if level not in LOG_LEVELS:
+            raise InvalidArgument("level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if target not in ("rt", "agent", "all"):
+            raise InvalidArgument("target", f"{target!r} is not rt, agent or all")
+        if target in ("rt", "all"):
+            with self._io_lock:
+                seg = self._segment()
+                if seg is None:
+                    raise FailedPrecondition("the RT process has no segment yet")
+                _core.write_control(seg.buf, log_level=layout.LEVELS[level])
+            self._levels["rt"] = level
+        if target in ("agent", "all"):
+            configure_logging(self.cfg, level)
+            self._levels["agent"] = level
+        return dict(self._levels)
+
+    def get_trace_sampling(self) -> dict[str, Any]:
+        every = 0
+        with self._io_lock:
+            seg = self._segment()
+            if seg is not None:
+                every = int(seg.view()["control"]["trace_every"])
+        return {"rt_every_cycles": every, "ratio": self._trace_ratio}
+
+    def set_trace_sampling(
+        self, rt_every_cycles: int | None, ratio: float | None
+    ) -> dict[str, Any]:
+        if rt_every_cycles is not None and not 0 <= rt_every_cycles <= 1_000_000:
+            raise InvalidArgument("rt_every_cycles", "must be 0 (off) .. 1000000")
+        if ratio is not None and not 0.0 <= ratio <= 1.0:
+            raise InvalidArgument("ratio", "must be between 0 and 1")
+        if rt_every_cycles is not None:
+            with self._io_lock:
+                seg = self._segment()
+                if seg is None:
+                    raise FailedPrecondition("the RT process has no segment yet")
+                _core.write_control(seg.buf, trace_every=rt_every_cycles)
+        if ratio is not None:
+            self._trace_ratio = ratio
+        return self.get_trace_sampling()
+
+    def subscribe(self, kinds: list[str] | None = None) -> Subscription:
+        return self.bus.subscribe(kinds)
+
+
+def configure_logging(cfg: AgentConfig, level: str) -> None:
+    logger.remove()
+    fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<8} {message}"
+    logger.add(sys.stderr, level=LOGURU_LEVELS[level], format=fmt)
+    logger.add(
+        os.path.join(cfg.data_dir, "agent.log"),
+        level=LOGURU_LEVELS[level],
+        format=fmt,
+        rotation="10 MB",
+        retention=5,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """`rtctl agent`: run a node in the foreground until SIGTERM/SIGINT."""
+    try:
+        cfg = config_mod.load(args)
+    except InvalidArgument as e:
+        print(f"rtctl agent: error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(cfg.data_dir, exist_ok=True)
+    configure_logging(cfg, cfg.log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        agent = Agent(cfg)
+    except ControlError as e:
+        print(f"rtctl agent: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        agent.start()
+    except Exception as e:  # noqa: BLE001 - e.g. the port is taken: one line, then clean up
+        agent.close(stop_rt=False)
+        print(f"rtctl agent: error: {e}", file=sys.stderr)
+        return 1
+    print(f"rtctl agent: node {cfg.node_id} serving on {cfg.listen}", flush=True)
+    stop.wait()
+    logger.info("stopping: RT to SAFE, then stopped")
+    agent.close(stop_rt=True)
+    return 0

@@ -1,0 +1,229 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RtAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RT_ACTION_UNSPECIFIED: _ClassVar[RtAction]
+    RT_ACTION_START: _ClassVar[RtAction]
+    RT_ACTION_STOP: _ClassVar[RtAction]
+    RT_ACTION_RUN: _ClassVar[RtAction]
+    RT_ACTION_HOLD: _ClassVar[RtAction]
+    RT_ACTION_SAFE: _ClassVar[RtAction]
+RT_ACTION_UNSPECIFIED: RtAction
+RT_ACTION_START: RtAction
+RT_ACTION_STOP: RtAction
+RT_ACTION_RUN: RtAction
+RT_ACTION_HOLD: RtAction
+RT_ACTION_SAFE: RtAction
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RtActionRequest(_message.Message):
+    __slots__ = ("action",)
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    action: RtAction
+    def __init__(self, action: _Optional[_Union[RtAction, str]] = ...) -> None: ...
+
+class Latency(_message.Message):
+    __slots__ = ("p50", "p99", "max")
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    p50: float
+    p99: float
+    max: float
+    def __init__(self, p50: _Optional[float] = ..., p99: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+
+class RtStatus(_message.Message):
+    __slots__ = ("state", "pid", "cycles", "misses", "restarts", "period_us", "latency_us")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CYCLES_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_US_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    pid: int
+    cycles: int
+    misses: int
+    restarts: int
+    period_us: int
+    latency_us: Latency
+    def __init__(self, state: _Optional[str] = ..., pid: _Optional[int] = ..., cycles: _Optional[int] = ..., misses: _Optional[int] = ..., restarts: _Optional[int] = ..., period_us: _Optional[int] = ..., latency_us: _Optional[_Union[Latency, _Mapping]] = ...) -> None: ...
+
+class CheckpointSummary(_message.Message):
+    __slots__ = ("seq", "age_ms")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    age_ms: float
+    def __init__(self, seq: _Optional[int] = ..., age_ms: _Optional[float] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("leader", "term", "has_quorum")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    HAS_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    leader: str
+    term: int
+    has_quorum: bool
+    def __init__(self, leader: _Optional[str] = ..., term: _Optional[int] = ..., has_quorum: _Optional[bool] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("node_id", "role", "rt", "checkpoint", "cluster", "details_json")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    RT_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    role: str
+    rt: RtStatus
+    checkpoint: CheckpointSummary
+    cluster: ClusterStatus
+    details_json: str
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., rt: _Optional[_Union[RtStatus, _Mapping]] = ..., checkpoint: _Optional[_Union[CheckpointSummary, _Mapping]] = ..., cluster: _Optional[_Union[ClusterStatus, _Mapping]] = ..., details_json: _Optional[str] = ...) -> None: ...
+
+class Waypoint(_message.Message):
+    __slots__ = ("t", "q")
+    T_FIELD_NUMBER: _ClassVar[int]
+    Q_FIELD_NUMBER: _ClassVar[int]
+    t: float
+    q: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, t: _Optional[float] = ..., q: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("name", "waypoints")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WAYPOINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    waypoints: _containers.RepeatedCompositeFieldContainer[Waypoint]
+    def __init__(self, name: _Optional[str] = ..., waypoints: _Optional[_Iterable[_Union[Waypoint, _Mapping]]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "name", "state", "details_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    state: str
+    details_json: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., state: _Optional[str] = ..., details_json: _Optional[str] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state", "limit")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    limit: int
+    def __init__(self, state: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class GetCheckpointInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckpointInfo(_message.Message):
+    __slots__ = ("details_json",)
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    details_json: str
+    def __init__(self, details_json: _Optional[str] = ...) -> None: ...
+
+class GetLogLevelRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LogLevels(_message.Message):
+    __slots__ = ("rt", "agent", "details_json")
+    RT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    rt: str
+    agent: str
+    details_json: str
+    def __init__(self, rt: _Optional[str] = ..., agent: _Optional[str] = ..., details_json: _Optional[str] = ...) -> None: ...
+
+class SetLogLevelRequest(_message.Message):
+    __slots__ = ("level", "target")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    target: str
+    def __init__(self, level: _Optional[str] = ..., target: _Optional[str] = ...) -> None: ...
+
+class GetTraceSamplingRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TraceSampling(_message.Message):
+    __slots__ = ("rt_every_cycles", "ratio", "details_json")
+    RT_EVERY_CYCLES_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    rt_every_cycles: int
+    ratio: float
+    details_json: str
+    def __init__(self, rt_every_cycles: _Optional[int] = ..., ratio: _Optional[float] = ..., details_json: _Optional[str] = ...) -> None: ...
+
+class SetTraceSamplingRequest(_message.Message):
+    __slots__ = ("rt_every_cycles", "ratio")
+    RT_EVERY_CYCLES_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    rt_every_cycles: int
+    ratio: float
+    def __init__(self, rt_every_cycles: _Optional[int] = ..., ratio: _Optional[float] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("kinds",)
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("kind", "ts_ns", "node_id", "message", "level", "fields_json", "trace_id", "span_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TS_NS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    ts_ns: int
+    node_id: str
+    message: str
+    level: str
+    fields_json: str
+    trace_id: str
+    span_id: str
+    def __init__(self, kind: _Optional[str] = ..., ts_ns: _Optional[int] = ..., node_id: _Optional[str] = ..., message: _Optional[str] = ..., level: _Optional[str] = ..., fields_json: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,474 @@
+"""Runs the RT process and keeps it running.
+
+Watches it two ways: process exit through a pidfd (noticed within
+milliseconds, for a child or an adopted process alike) and heartbeat
+progress, checked every health interval (no progress for `stall_checks`
+checks in a row = hung: killed and restarted). A restart resumes from the
+segment's newest checkpoint, or from a durable one on disk when that is
+newer. Repeated crashes back off exponentially up to a bound. A restarted
+agent adopts an RT process that is still running instead of replacing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from control.config import AgentConfig
+from rtcore import _core, layout
+from rtcore.segment import Segment, SegmentError, shm_path
+
+FIRST_BACKOFF_S = 0.05
+STOP_GRACE_S = 3.0
+SAFE_SETTLE_S = 0.1
+
+MODES = {"run": layout.MODE_RUN, "hold": layout.MODE_HOLD, "safe": layout.MODE_SAFE}
+
+
+@dataclass
+class Exit:
+    pid: int
+    code: int | None
+    signal: int | None
+    reason: str  # "exited", "killed", "hung"
+
+    def describe(self) -> str:
+        if self.reason == "hung":
+            return f"RT process {self.pid} hung (no heartbeat) and was killed"
+        if self.signal:
+            return f"RT process {self.pid} died of {signal.Signals(self.signal).name}"
+        return f"RT process {self.pid} exited with status {self.code}"
+
+
+def proc_state(pid: int) -> str | None:
+    """The kernel's one-letter state of pid ('R', 'S', 'T', 'Z', ...), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def is_rt_process(pid: int, shm: str) -> bool:
+    """pid is alive (not a zombie) and is an RT process on this segment."""
+    if pid <= 0 or proc_state(pid) in (None, "Z", "X"):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"rtcore" in argv and shm.encode() in argv
+
+
+class Supervisor:
+    """One RT process per node. Thread-safe; `on_event` is called from its thread."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        on_event: Callable[[str, str, dict[str, Any]], None],
+        restore_file: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        self.cfg = cfg
+        self._emit = on_event
+        self._restore_file = restore_file
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._want_running = True
+        self._mode = layout.MODE_RUN
+        self._proc: subprocess.Popen | None = None
+        self._pid = 0
+        self._pidfd = -1
+        self._started_at = 0.0
+        self._streak = 0
+        self._next_start = 0.0
+        self.segment: Segment | None = None
+        self.state = "stopped"
+        self.restarts = 0
+        self.adopted = False
+        self.last_exit: Exit | None = None
+        self.last_error = ""
+
+    # ---- public -------------------------------------------------------
+
+    def start(self) -> None:
+        """Adopt a running RT process on this node's segment, or start one; then watch it."""
+        with self._lock:
+            if not self._adopt():
+                self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="rt-supervisor", daemon=True)
+        self._thread.start()
+
+    def close(self, stop_rt: bool = True) -> None:
+        """Stop watching; with stop_rt, bring the RT to SAFE and stop it cleanly."""
+        with self._lock:
+            self._closing = True
+            self._want_running = False
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        if stop_rt:
+            self._stop_rt()
+        with self._lock:
+            self._close_pidfd()
+            if self.segment is not None:
+                self.segment.close()
+                self.segment = None
+
+    def action(self, action: str) -> None:
+        """start | stop | run | hold | safe."""
+        with self._lock:
+            if action == "start":
+                self._want_running = True
+                self._streak = 0
+                self._next_start = 0.0
+                if self._pid == 0:
+                    self._spawn()
+            elif action == "stop":
+                self._want_running = False
+            elif action in MODES:
+                self._mode = MODES[action]
+                if self.segment is not None:
+                    _core.write_control(self.segment.buf, mode=self._mode)
+            else:
+                raise ValueError(f"unknown RT action {action!r}")
+        if action == "stop":
+            self._stop_rt()
+        self._wake.set()
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            backoff = max(0.0, self._next_start - time.monotonic()) if self._pid == 0 else 0.0
+            return {
+                "state": self.state,
+                "pid": self._pid,
+                "restarts": self.restarts,
+                "adopted": self.adopted,
+                "crash_streak": self._streak,
+                "backoff_ms": round(backoff * 1000),
+                "last_exit": self.last_exit.describe() if self.last_exit else "",
+                "last_error": self.last_error,
+            }
+
+    # ---- starting -----------------------------------------------------
+
+    def _adopt(self) -> bool:
+        if not os.path.exists(shm_path(self.cfg.shm_name)):
+            return False
+        try:
+            seg = Segment.open(self.cfg.shm_name)
+        except SegmentError:
+            return False
+        pid = seg.owner_pid()
+        if not is_rt_process(pid, self.cfg.shm_name):
+            seg.close()
+            return False
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except OSError:
+            seg.close()
+            return False
+        self.segment = seg
+        self._pid = pid
+        self._proc = None
+        self._started_at = time.monotonic()
+        self.adopted = True
+        self.state = "running"
+        self._emit(
+            "rt_adopted", "WARN", {"pid": pid, "message": f"adopted running RT process {pid}"}
+        )
+        return True
+
+    def _argv(self) -> list[str]:
+        c = self.cfg
+        argv = [
+            sys.executable,
+            "-m",
+            "rtcore",
+            "--shm",
+            c.shm_name,
+            "--resume",
+            "--keep-shm",
+            "--period-us",
+            str(c.period_us),
+            "--priority",
+            str(c.priority),
+            "--wake-mode",
+            c.wake_mode,
+            "--ckpt-every",
+            str(c.ckpt_every),
+            "--log-level",
+            c.log_level,
+        ]
+        if c.cpus:
+            argv += ["--cpus", ",".join(map(str, c.cpus))]
+        if c.numa_node >= 0:
+            argv += ["--numa-node", str(c.numa_node)]
+        if c.task:
+            argv += ["--task", c.task]
+        if c.task_params:
+            argv += ["--task-params", c.task_params]
+        if c.allow_degraded:
+            argv.append("--allow-degraded")
+        restore = self._restore_file()
+        if restore:
+            argv += ["--restore-file", restore]
+        return argv
+
+    def _prepare_segment(self) -> None:
+        """A segment left by a clean stop still says STOP: set the mode the new
+        process must start in before it reads it."""
+        try:
+            seg = Segment.open(self.cfg.shm_name)
+        except SegmentError:
+            return
+        try:
+            _core.write_control(seg.buf, mode=self._mode)
+        finally:
+            seg.close()
+
+    def _spawn(self) -> None:
+        self._prepare_segment()
+        os.makedirs(self.cfg.data_dir, exist_ok=True)
+        log = open(os.path.join(self.cfg.data_dir, "rt.log"), "ab")  # noqa: SIM115
+        try:
+            # own session: the RT outlives an agent that is killed, and the
+            # agent's terminal's Ctrl-C does not reach it directly
+            proc = subprocess.Popen(
+                self._argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        except OSError as e:
+            self.state = "failed"
+            self.last_error = f"cannot start the RT process: {e}"
+            self._emit("rt_start_failed", "CRITICAL", {"message": self.last_error})
+            return
+        finally:
+            log.close()
+        self._proc = proc
+        self._pid = proc.pid
+        self._pidfd = os.pidfd_open(proc.pid)
+        self._started_at = time.monotonic()
+        self.adopted = False
+        self.state = "starting"
+        self._emit(
+            "rt_started", "INFO", {"pid": proc.pid, "message": f"started RT process {proc.pid}"}
+        )
+
+    def _attach_segment(self) -> bool:
+        """Map the segment once the RT process has made it and runs on it."""
+        if self.segment is None:
+            try:
+                self.segment = Segment.open(self.cfg.shm_name)
+            except SegmentError:
+                return False
+        st = self.segment.view()["status"]
+        return int(st["pid"]) == self._pid and int(st["state"]) != layout.STATE_NAMES_INV["init"]
+
+    # ---- watching -----------------------------------------------------
+
+    def _watch(self) -> None:
+        interval = self.cfg.health_interval_ms / 1000
+        last_beat = -1
+        stalls = 0
+        next_check = time.monotonic() + interval
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                pidfd = self._pidfd
+            if pidfd < 0:
+                self._maybe_restart()
+                self._wake.wait(0.01)
+                self._wake.clear()
+                continue
+            timeout = max(0.0, next_check - time.monotonic())
+            ready, _, _ = select.select([pidfd], [], [], min(timeout, 0.05))
+            if ready:
+                self._on_exit("exited")
+                last_beat, stalls = -1, 0
+                continue
+            if time.monotonic() < next_check:
+                continue
+            next_check = time.monotonic() + interval
+            with self._lock:
+                if self._closing or self._pid == 0:
+                    continue
+                if self.state == "starting":
+                    if self._attach_segment():
+                        self.state = "running"
+                        restored = int(self.segment.view()["status"]["restored_seq"])  # type: ignore[union-attr]
+                        self._emit(
+                            "rt_running",
+                            "INFO",
+                            {
+                                "pid": self._pid,
+                                "restored_seq": restored,
+                                "message": f"RT process {self._pid} running"
+                                + (f", resumed from checkpoint {restored}" if restored else ""),
+                            },
+                        )
+                    continue
+                beat = int(self.segment.view()["status"]["heartbeat"]) if self.segment else -1
+            if beat == last_beat:
+                stalls += 1
+                if stalls >= self.cfg.stall_checks:
+                    self._kill_hung()
+                    last_beat, stalls = -1, 0
+            else:
+                last_beat, stalls = beat, 0
+
+    def _kill_hung(self) -> None:
+        with self._lock:
+            pid = self._pid
+            self.state = "hung"
+        self._emit(
+            "rt_hung",
+            "CRITICAL",
+            {
+                "pid": pid,
+                "message": f"RT process {pid} hung: no heartbeat for "
+                f"{self.cfg.stall_checks} health checks; killing it",
+            },
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        # SIGKILL takes effect even on a stopped process; the pidfd reports the exit
+        if self._pidfd >= 0:
+            select.select([self._pidfd], [], [], 5.0)
+        self._on_exit("hung")
+
+    def _on_exit(self, reason: str) -> None:
+        with self._lock:
+            ex = self._reap(reason)
+            self._close_pidfd()
+            self._pid = 0
+            self._proc = None
+            ran = time.monotonic() - self._started_at
+            self.last_exit = ex
+            if not self._want_running or self._closing:
+                self.state = "stopped"
+                self._emit("rt_stopped", "INFO", {"message": ex.describe()})
+                return
+            # a run that lasted restart_stable_ms was healthy: a new streak starts
+            stable = ran >= self.cfg.restart_stable_ms / 1000
+            self._streak = 1 if stable else self._streak + 1
+            delay = (
+                0.0
+                if self._streak <= 1
+                else min(
+                    FIRST_BACKOFF_S * 2 ** (self._streak - 2),
+                    self.cfg.restart_backoff_max_ms / 1000,
+                )
+            )
+            self._next_start = time.monotonic() + delay
+            self.state = "backoff" if delay else "restarting"
+            self.restarts += 1
+            # FR-019: an RT crash is logged at CRITICAL
+            self._emit(
+                "rt_crashed",
+                "CRITICAL",
+                {
+                    "pid": ex.pid,
+                    "code": ex.code,
+                    "signal": ex.signal,
+                    "restart_in_ms": round(delay * 1000),
+                    "crash_streak": self._streak,
+                    "message": ex.describe()
+                    + (f"; restarting in {delay * 1000:.0f} ms" if delay else "; restarting now"),
+                },
+            )
+        self._maybe_restart()
+
+    def _maybe_restart(self) -> None:
+        with self._lock:
+            if self._pid or self._closing or not self._want_running:
+                return
+            if time.monotonic() < self._next_start:
+                return
+            self._spawn()
+
+    def _reap(self, reason: str) -> Exit:
+        pid = self._pid
+        code: int | None = None
+        sig: int | None = None
+        if self._proc is not None:
+            try:
+                rc = self._proc.wait(timeout=1)
+                code, sig = (None, -rc) if rc < 0 else (rc, None)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            # adopted: not our child, its exit status went to its real parent
+            pass
+        if reason == "hung":
+            sig = signal.SIGKILL
+        if code:
+            self.last_error = self._rt_log_tail()
+        return Exit(pid, code, sig, reason if reason == "hung" else ("killed" if sig else "exited"))
+
+    def _rt_log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.cfg.data_dir, "rt.log"), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    # ---- stopping -----------------------------------------------------
+
+    def _stop_rt(self) -> None:
+        """SAFE first so outputs come to rest, then STOP; signals if it does not comply."""
+        with self._lock:
+            pid, pidfd, seg = self._pid, self._pidfd, self.segment
+            self.state = "stopping" if pid else self.state
+        if not pid:
+            return
+        if seg is not None:
+            _core.write_control(seg.buf, mode=layout.MODE_SAFE)
+            time.sleep(SAFE_SETTLE_S)
+            _core.write_control(seg.buf, mode=layout.MODE_STOP)
+        exited = pidfd >= 0 and bool(select.select([pidfd], [], [], STOP_GRACE_S)[0])
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if exited:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            exited = pidfd >= 0 and bool(select.select([pidfd], [], [], STOP_GRACE_S)[0])
+        with self._lock:
+            if self._pid == pid:
+                self._reap("exited")
+                self._close_pidfd()
+                self._pid = 0
+                self._proc = None
+            self.state = "stopped"
+        if seg is not None:
+            # the next start must not find STOP waiting for it
+            _core.write_control(seg.buf, mode=self._mode)
+        self._emit("rt_stopped", "INFO", {"pid": pid, "message": f"RT process {pid} stopped"})

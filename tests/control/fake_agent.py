@@ -1,0 +1,263 @@
+"""An in-memory AgentAPI for service tests.
+
+It keeps a little state (RT state, jobs, levels, sampling), records every
+call with the traceparent the service exposed for it, and checks the
+invariants the service promises (every value in range): a broken one is
+appended to `violations` instead of raised, so a test can assert none
+happened even when the service swallowed the error. `fail[method] = exc`
+makes that method raise exc; `publish()` feeds watch subscriptions.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from control.api import JOB_STATES, LOG_LEVELS, RT_ACTIONS, Waypoint
+from control.errors import FailedPrecondition, NotFound
+from control.service import current_traceparent
+
+NODE_ID = "fake-1"
+# beyond 2**53: a double (google.protobuf.Struct) would change it, JSON must not
+BIG_INT = 2**53 + 1
+
+
+class FakeSubscription:
+    def __init__(self, agent: FakeAgent, kinds: list[str] | None) -> None:
+        self.kinds = kinds
+        self._agent = agent
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.closed = threading.Event()
+
+    def offer(self, event: dict[str, Any]) -> None:
+        if not self.kinds or event["kind"] in self.kinds:
+            self._queue.put(event)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while not self.closed.is_set():
+            event = self._queue.get()
+            if event is None:
+                return
+            yield event
+
+    def close(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            self._queue.put(None)
+            self._agent._unsubscribe(self)
+
+
+class FakeAgent:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: list[tuple[str, tuple[Any, ...], str | None]] = []
+        self.violations: list[str] = []
+        self.fail: dict[str, BaseException] = {}
+        self.rt_state = "run"
+        self.restarts = 0
+        self.cycles = 1000
+        self.jobs: dict[int, dict[str, Any]] = {}
+        self._next_id = 1
+        self.levels = {"rt": "INFO", "agent": "INFO"}
+        self.sampling: dict[str, Any] = {"rt_every_cycles": 0, "ratio": 1.0}
+        self.subscriptions: list[FakeSubscription] = []
+
+    # ---- bookkeeping ------------------------------------------------------
+
+    def _enter(self, method: str, *args: Any) -> None:
+        with self._lock:
+            self.calls.append((method, args, current_traceparent()))
+        exc = self.fail.get(method)
+        if exc is not None:
+            raise exc
+
+    def _expect(self, ok: bool, what: str) -> None:
+        if not ok:
+            with self._lock:
+                self.violations.append(what)
+
+    def _unsubscribe(self, sub: FakeSubscription) -> None:
+        with self._lock:
+            if sub in self.subscriptions:
+                self.subscriptions.remove(sub)
+
+    def publish(self, kind: str, message: str = "", level: str = "INFO", **fields: Any) -> None:
+        event = {
+            "kind": kind,
+            "level": level,
+            "message": message,
+            "node_id": NODE_ID,
+            "ts_ns": time.time_ns(),
+            **fields,
+        }
+        with self._lock:
+            subs = list(self.subscriptions)
+        for sub in subs:
+            sub.offer(event)
+
+    def _check_job_id(self, job_id: Any) -> None:
+        self._expect(type(job_id) is int and job_id > 0, f"job id {job_id!r}")
+
+    # ---- AgentAPI -------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        self._enter("status")
+        return self._status()
+
+    def _status(self) -> dict[str, Any]:
+        with self._lock:
+            self.cycles += 1000
+            running = self.rt_state not in ("stopped",)
+            return {
+                "node_id": NODE_ID,
+                "role": "primary" if running else "degraded",
+                "rt": {
+                    "state": self.rt_state,
+                    "pid": 4242 if running else None,
+                    "cycles": self.cycles,
+                    "misses": 2,
+                    "restarts": self.restarts,
+                    "period_us": 1000,
+                    "latency_us": {"p50": 3.5, "p99": 12.25, "max": 40.0},
+                    "exec_us": {"p50": 1.0, "p99": 2.0, "max": 3.0},
+                },
+                "checkpoint": {"seq": 7, "age_ms": 12.5, "disk_seq": 6},
+                "cluster": {
+                    "leader": NODE_ID,
+                    "term": 3,
+                    "has_quorum": True,
+                    "members": [NODE_ID],
+                },
+                "agent": {"big": BIG_INT, "pid": 1},
+            }
+
+    def rt_action(self, action: str) -> dict[str, Any]:
+        self._enter("rt_action", action)
+        self._expect(action in RT_ACTIONS, f"rt_action {action!r}")
+        with self._lock:
+            if action == "start":
+                self.rt_state = "hold"
+            elif action == "stop":
+                self.rt_state = "stopped"
+            elif self.rt_state == "stopped":
+                raise FailedPrecondition("the RT process is not running: `rtctl rt start` first")
+            else:
+                self.rt_state = action
+        return self._status()
+
+    def submit_job(self, name: str, waypoints: list[Waypoint]) -> dict[str, Any]:
+        self._enter("submit_job", name, waypoints)
+        self._expect(isinstance(name, str) and 1 <= len(name) <= 200, f"job name {name!r}")
+        self._expect(1 <= len(waypoints) <= 64, f"{len(waypoints)} waypoints")
+        joints = {len(q) for _, q in waypoints}
+        self._expect(len(joints) == 1 and 1 <= min(joints) <= 8, f"joint counts {joints}")
+        prev = 0.0
+        for i, (t, q) in enumerate(waypoints):
+            self._expect(type(t) is float and math.isfinite(t) and t > prev, f"wp {i} t {t!r}")
+            prev = t
+            self._expect(
+                all(type(v) is float and math.isfinite(v) and abs(v) <= 1000 for v in q),
+                f"wp {i} q {q!r}",
+            )
+        with self._lock:
+            job = {
+                "id": self._next_id,
+                "name": name,
+                "state": "queued",
+                "waypoints": len(waypoints),
+                "joints": len(waypoints[0][1]) if waypoints else 0,
+                "duration_s": waypoints[-1][0] if waypoints else 0.0,
+            }
+            self.jobs[self._next_id] = job
+            self._next_id += 1
+            return dict(job)
+
+    def get_job(self, job_id: int) -> dict[str, Any]:
+        self._enter("get_job", job_id)
+        self._check_job_id(job_id)
+        with self._lock:
+            if job_id not in self.jobs:
+                raise NotFound(f"no job {job_id}")
+            return dict(self.jobs[job_id])
+
+    def list_jobs(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        self._enter("list_jobs", state, limit)
+        self._expect(state is None or state in JOB_STATES, f"list state {state!r}")
+        self._expect(type(limit) is int and 1 <= limit <= 1000, f"list limit {limit!r}")
+        with self._lock:
+            jobs = [j for j in reversed(self.jobs.values()) if state in (None, j["state"])]
+            return [dict(j) for j in jobs[:limit]]
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        self._enter("cancel_job", job_id)
+        self._check_job_id(job_id)
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            if job["state"] not in ("queued", "running"):
+                raise FailedPrecondition(f"job {job_id} is {job['state']} already")
+            job["state"] = "cancelled"
+            return dict(job)
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        self._enter("checkpoint_info")
+        return {
+            "shm": {"seq": 7, "cycle": 7000, "bytes": 512},
+            "disk": {"newest_seq": 6, "files": ["ckpt-000006.bin", "ckpt-000005.bin"]},
+        }
+
+    def get_log_level(self) -> dict[str, str]:
+        self._enter("get_log_level")
+        with self._lock:
+            return dict(self.levels)
+
+    def set_log_level(self, level: str, target: str = "all") -> dict[str, str]:
+        self._enter("set_log_level", level, target)
+        self._expect(level in LOG_LEVELS, f"log level {level!r}")
+        self._expect(target in ("rt", "agent", "all"), f"log target {target!r}")
+        with self._lock:
+            for name in ("rt", "agent"):
+                if target in (name, "all"):
+                    self.levels[name] = level
+            return dict(self.levels)
+
+    def get_trace_sampling(self) -> dict[str, Any]:
+        self._enter("get_trace_sampling")
+        with self._lock:
+            return dict(self.sampling)
+
+    def set_trace_sampling(
+        self, rt_every_cycles: int | None, ratio: float | None
+    ) -> dict[str, Any]:
+        self._enter("set_trace_sampling", rt_every_cycles, ratio)
+        self._expect(rt_every_cycles is not None or ratio is not None, "sampling: nothing to set")
+        self._expect(
+            rt_every_cycles is None
+            or (type(rt_every_cycles) is int and 0 <= rt_every_cycles <= 1_000_000),
+            f"rt_every_cycles {rt_every_cycles!r}",
+        )
+        self._expect(
+            ratio is None or (type(ratio) is float and 0.0 <= ratio <= 1.0), f"ratio {ratio!r}"
+        )
+        with self._lock:
+            if rt_every_cycles is not None:
+                self.sampling["rt_every_cycles"] = rt_every_cycles
+            if ratio is not None:
+                self.sampling["ratio"] = ratio
+            return dict(self.sampling)
+
+    def subscribe(self, kinds: list[str] | None = None) -> FakeSubscription:
+        self._enter("subscribe", kinds)
+        self._expect(
+            kinds is None or (0 < len(kinds) <= 32 and all(isinstance(k, str) for k in kinds)),
+            f"kinds {kinds!r}",
+        )
+        sub = FakeSubscription(self, kinds)
+        with self._lock:
+            self.subscriptions.append(sub)
+        return sub
