@@ -27,7 +27,11 @@ from rtcore.segment import SHM_DIR, Segment, SegmentError
 
 GOAL_P50_MS = 200.0
 GOAL_MAX_MS = 500.0
+GOAL_STATUS_P99_MS = 20.0
+GOAL_IDLE_CPU_PCT = 5.0
 TRIAL_TIMEOUT_S = 10.0
+STATUS_CALLS = 300
+IDLE_WINDOW_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,56 @@ def _wait_for(pred, timeout: float, what: str):  # noqa: ANN001, ANN202
         time.sleep(0.0005)
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _idle_cpu(agent_pid: int, rt_pid: int) -> dict:
+    """CPU use of the idle agent beside its 1 kHz loop, and of the RT process
+    itself over the same window (the baseline: what the loop alone costs)."""
+    a0, r0, t0 = _cpu_seconds(agent_pid), _cpu_seconds(rt_pid), time.monotonic()
+    time.sleep(IDLE_WINDOW_S)
+    a1, r1, t1 = _cpu_seconds(agent_pid), _cpu_seconds(rt_pid), time.monotonic()
+    wall = t1 - t0
+    return {
+        "agent": round(100 * (a1 - a0) / wall, 2),
+        "rt_process": round(100 * (r1 - r0) / wall, 2),
+        "window_s": round(wall, 2),
+        "unit": "percent of one CPU",
+    }
+
+
+def _status_round_trips(target: str) -> dict:
+    """GetStatus round trips through the real client, and the gRPC health
+    check on another channel to the same server as the transport's floor."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from control.client import Client
+
+    def summary(samples: list[float]) -> dict:
+        return {
+            "p50": round(_percentile(samples, 0.5), 3),
+            "p99": round(_percentile(samples, 0.99), 3),
+            "max": round(max(samples), 3),
+            "calls": len(samples),
+        }
+
+    status_ms, health_ms = [], []
+    with Client(target, timeout=5) as client, grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for _ in range(STATUS_CALLS):
+            t0 = time.perf_counter()
+            client.status()
+            status_ms.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            health_ms.append((time.perf_counter() - t0) * 1000)
+    return {"status": summary(status_ms), "baseline_health_check": summary(health_ms)}
+
+
 def run(opts: RestartOptions) -> dict:
     cpu = machine.default_cpu() if opts.cpu is None else opts.cpu
     machine.check_cpu(cpu)
@@ -96,6 +150,7 @@ def run(opts: RestartOptions) -> dict:
         # a kill every second or so is the benchmark, not a crash loop: keep
         # the back-off out of the gap being measured
         f.write("restart_stable_ms = 100\n")
+    target = f"127.0.0.1:{_free_port()}"
     argv = [
         sys.executable,
         "-m",
@@ -106,7 +161,7 @@ def run(opts: RestartOptions) -> dict:
         "--node-id",
         node,
         "--listen",
-        f"127.0.0.1:{_free_port()}",
+        target,
         "--metrics-listen",
         "",
         "--data-dir",
@@ -145,6 +200,8 @@ def run(opts: RestartOptions) -> dict:
 
         seg = _wait_for(opened, 30, "the agent's RT process")
         st = seg.view()["status"]
+        idle = _idle_cpu(agent.pid, int(st["pid"]))
+        rtt = _status_round_trips(target)
         for _ in range(opts.kills):
             old = int(st["pid"])
             # let a checkpoint land after the previous restart, as in service
@@ -210,10 +267,14 @@ def run(opts: RestartOptions) -> dict:
             "cold_start_ms": {"p50": round(cold_p50, 2), "runs": [round(c, 2) for c in cold]},
         },
         "ratio": {"p50_to_cold_start": round(p50 / cold_p50, 3)},
+        "status_rtt_ms": rtt,
+        "agent_idle_cpu_pct": idle,
         "goals": {
             "p50_le_200ms": p50 <= GOAL_P50_MS,
             "max_le_500ms": worst <= GOAL_MAX_MS,
             "requirement_5s": worst <= 5000,
+            "status_p99_le_20ms": rtt["status"]["p99"] <= GOAL_STATUS_P99_MS,
+            "agent_idle_cpu_under_5pct": idle["agent"] < GOAL_IDLE_CPU_PCT,
         },
         "machine": machine.describe(),
     }
@@ -227,6 +288,12 @@ def format_text(r: dict) -> str:
         f"gap (ms): p50 {g['p50']}  p90 {g['p90']}  max {g['max']}  min {g['min']}",
         f"baseline: cold start of the RT process p50 {r['baseline']['cold_start_ms']['p50']} ms "
         f"(ratio {r['ratio']['p50_to_cold_start']}x)",
+        f"status round trip (ms): p50 {r['status_rtt_ms']['status']['p50']} "
+        f"p99 {r['status_rtt_ms']['status']['p99']} (gRPC health check p50 "
+        f"{r['status_rtt_ms']['baseline_health_check']['p50']} p99 "
+        f"{r['status_rtt_ms']['baseline_health_check']['p99']})",
+        f"idle agent CPU: {r['agent_idle_cpu_pct']['agent']}% of one CPU "
+        f"(RT process itself: {r['agent_idle_cpu_pct']['rt_process']}%)",
         "goals: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r["goals"].items()),
     ]
     return "\n".join(lines)

@@ -210,6 +210,29 @@ def _add_bench(commands: Any) -> None:
     log.add_argument("--json", action="store_true", help="print one JSON document")
     log.set_defaults(handler=_bench_logging)
 
+    rst = kinds.add_parser(
+        "restart",
+        help="restart gap: RT process killed -> first cycle of its replacement",
+        description="Start a real agent, then SIGKILL its RT process --kills times and "
+        "time each gap from the kill to the first cycle of the replacement running on "
+        "the restored checkpoint. The baseline, measured in the same run, is a cold start "
+        "of the RT process itself.",
+    )
+    rst.add_argument(
+        "--kills", type=_int_in(1, 1000), default=20, help="RT processes to kill (default 20)"
+    )
+    rst.add_argument(
+        "--period-us",
+        type=_int_in(50, 10_000_000, "us"),
+        default=1000,
+        help="RT cycle period (default 1000)",
+    )
+    rst.add_argument(
+        "--cpu", type=_cpu, help="CPU for the RT process (default: the highest-numbered)"
+    )
+    rst.add_argument("--json", action="store_true", help="print one JSON document")
+    rst.set_defaults(handler=_bench_restart)
+
 
 def _bench_latency(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:
     from bench import latency
@@ -228,6 +251,13 @@ def _bench_latency(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str
         spin_us=args.spin_us,
     )
     return latency.run(opts), latency.format_text
+
+
+def _bench_restart(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:
+    from bench import restart
+
+    opts = restart.RestartOptions(kills=args.kills, cpu=args.cpu, period_us=args.period_us)
+    return restart.run(opts), restart.format_text
 
 
 def _bench_logging(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:

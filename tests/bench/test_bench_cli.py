@@ -127,6 +127,22 @@ def test_logging_json_has_contract_fields():
     assert bench_segments() <= before
 
 
+def test_restart_json_has_its_figures_and_baselines():
+    done = rtctl("bench", "restart", "--kills", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert_numbers(r["restart_ms"], ("p50", "p90", "max", "min"))
+    assert len(r["trials"]) == 2
+    for t in r["trials"]:
+        assert t["new_pid"] != t["killed_pid"] and t["restored_seq"] > 0
+    assert_numbers(r["baseline"]["cold_start_ms"], ("p50",))
+    assert_numbers(r["status_rtt_ms"]["status"], ("p50", "p99", "max"))
+    assert_numbers(r["status_rtt_ms"]["baseline_health_check"], ("p50", "p99", "max"))
+    assert_numbers(r["agent_idle_cpu_pct"], ("agent", "rt_process"))
+    assert all(isinstance(v, bool) for v in r["goals"].values())
+    assert not any(name.startswith("rtcore-bench") for name in os.listdir("/dev/shm"))
+
+
 @pytest.mark.parametrize(
     "args",
     [
