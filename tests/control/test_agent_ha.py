@@ -193,3 +193,25 @@ def test_new_user_needs_no_configuration(spawn, tmp_path):
         agent.wait(timeout=15)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(shm)
+
+
+@pytest.mark.parametrize("down_s", [0.2, 3.0], ids=["back-mid-job", "back-after-job-ended"])
+def test_job_survives_agent_kill_9(agent_factory, tmp_path, down_s):
+    agent = agent_factory().start()
+    job = agent.call("job", "submit", write_job(tmp_path, n=4, step=0.4))
+    wait_for(
+        lambda: agent.call("job", "get", str(job["id"]))["cursor"] >= 1,
+        timeout=15,
+        what="the job to pass waypoint 1",
+    )
+    rt_pid = agent.status()["rt"]["pid"]
+    agent.kill()
+    time.sleep(down_s)
+    agent.start()
+    done = wait_for(
+        lambda: (j := agent.call("job", "get", str(job["id"])))["state"] == "done" and j,
+        timeout=20,
+        what="the job to be done",
+    )
+    assert done["attempts"] == 1 and done["cursor"] == 4, "not run twice, not lost"
+    assert agent.status()["rt"]["pid"] == rt_pid
