@@ -27,6 +27,7 @@ from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
 from control.eventbus import EventBus, Subscription
 from control.jobs import JobRunner, JobStore
+from control.placement import PlacementManager
 from control.supervisor import Supervisor
 from control.trajectory import validate_name, validate_waypoints
 from rtcore import _core, layout, reftask, stats
@@ -34,6 +35,8 @@ from rtcore.records import Drainer
 from rtcore.segment import Segment, SegmentError
 
 DRAIN_INTERVAL_S = 0.005
+# reading numa_maps walks the RT process's page tables: seconds apart, not per drain
+NUMA_SAMPLE_S = 5.0
 RT_EVENT_LEVELS = {"deadline_miss": "ERROR"}
 TASK_EVENTS = {
     reftask.EV_TRAJ_STARTED: "trajectory_started",
@@ -72,7 +75,16 @@ class Agent:
         self._seq = itertools.count(int(time.time() * 1000) << 16)
         self._seq_lock = threading.Lock()
         self.runner = JobRunner(self.jobs, self._send_commands, self._next_seq)
-        self.supervisor = Supervisor(cfg, self._on_supervisor_event, self._restore_file)
+        # before the supervisor: the saved placement decides how the RT process starts
+        self.placement_mgr = PlacementManager(
+            cfg, lambda: self.supervisor.pid, self._on_placement_event
+        )
+        self.supervisor = Supervisor(
+            cfg,
+            self._on_supervisor_event,
+            self._restore_file,
+            self.placement_mgr.isolator.rt_procs_file,
+        )
         self._levels = {"rt": cfg.log_level, "agent": cfg.log_level}
         self._trace_ratio = 1.0
         self._seg: Segment | None = None
@@ -82,6 +94,7 @@ class Agent:
         self._stop = threading.Event()
         self._drain_thread = threading.Thread(target=self._drain_loop, name="drainer", daemon=True)
         self._io_lock = threading.Lock()
+        self._next_numa_sample = 0.0
         self._grpc: Any = None
         self._metrics: Any = None
         self.metrics_port = 0
@@ -110,6 +123,7 @@ class Agent:
         from control.metrics import Metrics
         from control.service import serve
 
+        self.placement_mgr.recover()
         self.supervisor.start()
         self._drain_thread.start()
         if self.cfg.metrics_listen:
@@ -133,6 +147,9 @@ class Agent:
         if self._drain_thread.is_alive():
             self._drain_thread.join(timeout=5)
         self.supervisor.close(stop_rt=stop_rt)
+        if stop_rt:
+            # the RT is gone: what isolation moved goes back where it was
+            self.placement_mgr.close()
         if self._seg is not None:
             # the RT's final checkpoint (written as it stopped) goes to disk too
             newest = self._seg.newest_checkpoint()
@@ -153,8 +170,18 @@ class Agent:
         self.bus.publish(kind, level, message, **fields)
         if kind == "rt_running":
             self._on_rt_running()
+            self.placement_mgr.on_rt_running(self.supervisor.pid)
         elif kind == "rt_adopted":
             self._on_rt_adopted()
+            self.placement_mgr.on_rt_running(self.supervisor.pid)
+
+    def _on_placement_event(
+        self, kind: str, level: str, message: str, fields: dict[str, Any]
+    ) -> None:
+        logger.log(LOGURU_LEVELS.get(level, level), message)
+        self.bus.publish(
+            kind, level, message, **{k: v for k, v in fields.items() if k != "message"}
+        )
 
     def _task_state(self) -> Any:
         """The reftask state in the segment's newest checkpoint, None if none or another task."""
@@ -244,6 +271,10 @@ class Agent:
             self.runner.on_event(ev)
         self.runner.tick(self.supervisor.state == "running")
         self.saver.poll(seg)
+        now = time.monotonic()
+        if now >= self._next_numa_sample and self.supervisor.state == "running":
+            self._next_numa_sample = now + NUMA_SAMPLE_S
+            self.placement_mgr.sample_numa()
 
     def _publish_rt_event(self, ev: dict[str, Any]) -> None:
         kind = TASK_EVENTS.get(ev["kind_id"], ev["kind"])
@@ -332,12 +363,25 @@ class Agent:
                 "members": [self.cfg.node_id],
             },
             "jobs": {s: len(self.jobs.list(state=s, limit=1000)) for s in ("queued", "running")},
+            "placement": self._placement_summary(),
             "agent": {
                 "pid": os.getpid(),
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "listen": self.cfg.listen,
                 "data_dir": self.cfg.data_dir,
             },
+        }
+
+    def _placement_summary(self) -> dict[str, Any]:
+        p = self.placement_mgr
+        numa = p.last_numa
+        return {
+            "cpus": ",".join(map(str, p.current.cpus)),
+            "isolated": p.isolated,
+            "numa_node": p.current.numa_node,
+            "numa_single_node": numa.get("single_node"),
+            "numa_local_pages_pct": numa.get("local_pages_pct"),
+            "numa_local_access_pct": numa.get("local_access_pct"),
         }
 
     def _metrics_snapshot(self) -> dict[str, Any]:
@@ -429,6 +473,15 @@ class Agent:
         if ratio is not None:
             self._trace_ratio = ratio
         return self.get_trace_sampling()
+
+    def set_affinity(self, cpus: list[int], isolate: bool | None) -> dict[str, Any]:
+        return self.placement_mgr.set_affinity(cpus, isolate)
+
+    def set_numa_node(self, node: int) -> dict[str, Any]:
+        return self.placement_mgr.set_numa_node(node)
+
+    def placement(self) -> dict[str, Any]:
+        return self.placement_mgr.placement()
 
     def subscribe(self, kinds: list[str] | None = None) -> Subscription:
         return self.bus.subscribe(kinds)

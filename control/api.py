@@ -65,4 +65,16 @@ class AgentAPI(Protocol):
         self, rt_every_cycles: int | None, ratio: float | None
     ) -> dict[str, Any]: ...
 
+    def set_affinity(self, cpus: list[int], isolate: bool | None) -> dict[str, Any]:
+        """Pin the running RT loop to cpus; isolate True/False turns exclusive use
+        on/off, None keeps it. Returns the placement (see placement())."""
+        ...
+
+    def set_numa_node(self, node: int) -> dict[str, Any]: ...
+
+    def placement(self) -> dict[str, Any]:
+        """{'cpus': 'LIST' or '', 'isolated': bool, 'numa_node': N or -1,
+        'isolation': {...}, 'kernel_isolation': {...}, 'numa': {...}}"""
+        ...
+
     def subscribe(self, kinds: list[str] | None = None) -> Subscription: ...

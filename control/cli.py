@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bench.runner import BenchError
 from control import config
-from control.api import JOB_STATES, LOG_LEVELS, RT_ACTIONS
+from control.api import JOB_STATES, LOG_LEVELS
 from control.errors import ControlError, InvalidArgument
 from rtcore import layout, topology
 from rtcore.main import MAX_PERIOD_US, MIN_PERIOD_US
@@ -335,6 +335,15 @@ def _add_client_command(
     return cmd
 
 
+RT_ACTION_HELP = {
+    "start": "spawn the RT process (the agent restarts it if it dies)",
+    "stop": "stop the RT process (SAFE first) and keep it stopped",
+    "run": "follow the trajectory of the running job (actuate)",
+    "hold": "hold the current position",
+    "safe": "go to the safe state",
+}
+
+
 def _add_client_commands(commands: Any) -> None:
     conn = _connection_flags()
 
@@ -351,21 +360,81 @@ def _add_client_commands(commands: Any) -> None:
         conn,
     )
 
-    rt = _add_client_command(
-        commands,
+    rt = commands.add_parser(
         "rt",
-        _rt,
-        "start, stop or change the mode of the RT loop",
-        "Act on the RT loop, then show the node's status:\n"
-        "  start  spawn the RT process (the agent restarts it if it dies)\n"
-        "  stop   stop the RT process and keep it stopped\n"
-        "  run    follow the trajectory of the running job (actuate)\n"
-        "  hold   hold the current position\n"
-        "  safe   go to the safe state",
-        "  rtctl rt start && rtctl rt run",
+        help="start, stop, change the mode or the placement of the RT loop",
+        description="The RT loop: start, stop and modes (then the node's status is "
+        "shown), and where it runs: CPUs, isolation, NUMA node.",
+        formatter_class=_Formatter,
+    )
+    rts = rt.add_subparsers(dest="rt_command", metavar="COMMAND", required=True)
+    for action, what in RT_ACTION_HELP.items():
+        _add_client_command(
+            rts, action, _rt, what, what[0].upper() + what[1:] + ".", f"  rtctl rt {action}", conn
+        ).set_defaults(action=action)
+    aff = _add_client_command(
+        rts,
+        "set-affinity",
+        _rt_set_affinity,
+        "move the running RT loop to other CPUs, optionally with exclusive use",
+        "Pin the running RT loop to --cpus within 5 s, without restarting it. "
+        "--isolate also gives it exclusive use of them: a cpuset of its own (cgroup v1 "
+        "exclusive cpuset, or a cgroup v2 isolated partition), every other movable task "
+        "and IRQ moved to the remaining CPUs. --no-isolate removes that and restores what "
+        "was there before, other processes' affinities included. Kept across restarts "
+        "of the agent and the RT process. A change that fails is rolled back whole.",
+        "  rtctl rt set-affinity --cpus 3 --isolate",
         conn,
     )
-    rt.add_argument("action", choices=RT_ACTIONS, metavar="ACTION", help=", ".join(RT_ACTIONS))
+    aff.add_argument("--cpus", required=True, metavar="LIST", help="CPUs, e.g. 3 or 2-3,6")
+    iso = aff.add_mutually_exclusive_group()
+    iso.add_argument(
+        "--isolate",
+        dest="isolate",
+        action="store_true",
+        default=None,
+        help="exclusive use of the CPUs",
+    )
+    iso.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="no exclusive use (undo isolation)",
+    )
+    numa = _add_client_command(
+        rts,
+        "set-numa",
+        _rt_set_numa,
+        "move the running RT process's memory to another NUMA node",
+        "Bind the running RT process to NUMA node --node: its pages are migrated "
+        "(migrate_pages) and, unless --cpus were set, it runs on the node's CPUs. Kept "
+        "across restarts.",
+        "  rtctl rt set-numa --node 1",
+        conn,
+    )
+    numa.add_argument(
+        "--node", required=True, type=_int_in(0, 1023), metavar="N", help="the NUMA node"
+    )
+    placement = rts.add_parser(
+        "isolation",
+        help="the CPU, isolation and NUMA placement in force",
+        description="CPU isolation and placement of the RT loop.",
+        formatter_class=_Formatter,
+    )
+    placements = placement.add_subparsers(
+        dest="isolation_command", metavar="COMMAND", required=True
+    )
+    _add_client_command(
+        placements,
+        "show",
+        _rt_placement,
+        "what is in force",
+        "Show the CPUs the RT loop runs on, the isolation in force (cgroup version, "
+        "cpusets, tasks and IRQs moved), the kernel's own isolation (isolcpus, "
+        "nohz_full), the NUMA node and its local-access ratio.",
+        "  rtctl rt isolation show --json",
+        conn,
+    )
 
     job = commands.add_parser(
         "job",
@@ -612,6 +681,41 @@ def _rt(args: argparse.Namespace) -> Report:
     with _connect(args) as client:
         doc = client.rt_action(args.action)
     return doc, lambda d: f"rt {args.action}: requested\n{_render_status(d)}"
+
+
+def _rt_set_affinity(args: argparse.Namespace) -> Report:
+    with _connect(args) as client:
+        return client.set_affinity(args.cpus, args.isolate), _render_placement
+
+
+def _rt_set_numa(args: argparse.Namespace) -> Report:
+    with _connect(args) as client:
+        return client.set_numa_node(args.node), _render_placement
+
+
+def _rt_placement(args: argparse.Namespace) -> Report:
+    with _connect(args) as client:
+        return client.placement(), _render_placement
+
+
+def _render_placement(doc: dict) -> str:
+    iso = doc.get("isolation") or {}
+    numa = doc.get("numa") or {}
+    kernel = doc.get("kernel_isolation") or {}
+    rows = [
+        ("CPUs", doc.get("cpus") or "all"),
+        ("isolated", "yes" if doc.get("isolated") else "no"),
+        ("cgroup", iso.get("version") or "-"),
+        ("housekeeping CPUs", iso.get("housekeeping_cpus") or "-"),
+        ("kernel isolcpus", ",".join(map(str, kernel.get("isolcpus") or [])) or "none"),
+        ("kernel nohz_full", ",".join(map(str, kernel.get("nohz_full") or [])) or "none"),
+        ("NUMA node", doc.get("numa_node") if doc.get("numa_node", -1) >= 0 else "unbound"),
+        ("local pages", f"{numa['local_pages_pct']}%" if "local_pages_pct" in numa else "-"),
+    ]
+    if "elapsed_ms" in doc:
+        rows.append(("applied in", f"{doc['elapsed_ms']} ms"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
 def _job_submit(args: argparse.Namespace) -> Report:

@@ -148,6 +148,18 @@ class Client:
         )
         return self._document(self._call(self._stub.SetTraceSampling, request))
 
+    def set_affinity(self, cpus: str, isolate: bool | None = None) -> dict[str, Any]:
+        """cpus in the kernel's list format; isolate None keeps the isolation as it is."""
+        request = _build("cpus", lambda: pb.SetAffinityRequest(cpus=cpus, isolate=isolate))
+        return self._document(self._call(self._stub.SetAffinity, request))
+
+    def set_numa_node(self, node: int) -> dict[str, Any]:
+        request = _build("node", lambda: pb.SetNumaNodeRequest(node=node))
+        return self._document(self._call(self._stub.SetNumaNode, request))
+
+    def placement(self) -> dict[str, Any]:
+        return self._document(self._call(self._stub.GetPlacement, pb.GetPlacementRequest()))
+
     def watch(self, kinds: Sequence[str] | None = None) -> EventStream:
         """Events from now on, only those of `kinds` if given. Returns once the
         agent has subscribed, so no event published after that is missed."""

@@ -45,12 +45,25 @@ from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument, NotFound
 from control.proto_gen.rtcore.v1 import control_pb2 as pb
 from control.proto_gen.rtcore.v1 import control_pb2_grpc as pb_grpc
+from rtcore import topology
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Control"].full_name
-MUTATING = frozenset({"RtAction", "SubmitJob", "CancelJob", "SetLogLevel", "SetTraceSampling"})
+MUTATING = frozenset(
+    {
+        "RtAction",
+        "SubmitJob",
+        "CancelJob",
+        "SetLogLevel",
+        "SetTraceSampling",
+        "SetAffinity",
+        "SetNumaNode",
+    }
+)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_CPU = 4095
+MAX_NUMA_NODE = 1023
 MAX_RT_EVERY = 1_000_000
 LOG_TARGETS = ("rt", "agent", "all")
 MAX_KINDS = 32
@@ -164,6 +177,26 @@ def check_sampling(request: pb.SetTraceSamplingRequest) -> tuple[int | None, flo
     if ratio is not None and not 0.0 <= ratio <= 1.0:  # also false for NaN
         raise InvalidArgument("ratio", f"{ratio} is not a number in 0..1")
     return every, ratio
+
+
+def check_cpus(text: str) -> list[int]:
+    if not text.strip():
+        raise InvalidArgument("cpus", "give at least one CPU, e.g. '3' or '2-3'")
+    if len(text) > 1000:
+        raise InvalidArgument("cpus", "is longer than 1000 characters")
+    try:
+        cpus = topology.parse_cpu_list(text)
+    except topology.TopologyError as e:
+        raise InvalidArgument("cpus", str(e)) from None
+    if cpus[-1] > MAX_CPU:
+        raise InvalidArgument("cpus", f"CPU {cpus[-1]} is beyond {MAX_CPU}")
+    return cpus
+
+
+def check_node(node: int) -> int:
+    if not 0 <= node <= MAX_NUMA_NODE:
+        raise InvalidArgument("node", f"{node} is out of range 0..{MAX_NUMA_NODE}")
+    return node
 
 
 def check_job(request: pb.SubmitJobRequest) -> tuple[str, list[trajectory.Waypoint]]:
@@ -353,6 +386,20 @@ class ControlServicer(pb_grpc.ControlServicer):
     ) -> pb.TraceSampling:
         every, ratio = check_sampling(request)
         return document(pb.TraceSampling, self._api.set_trace_sampling(every, ratio))
+
+    @_rpc
+    def SetAffinity(self, request: pb.SetAffinityRequest, context: Any) -> pb.Placement:
+        cpus = check_cpus(request.cpus)
+        isolate = request.isolate if request.HasField("isolate") else None
+        return document(pb.Placement, self._api.set_affinity(cpus, isolate))
+
+    @_rpc
+    def SetNumaNode(self, request: pb.SetNumaNodeRequest, context: Any) -> pb.Placement:
+        return document(pb.Placement, self._api.set_numa_node(check_node(request.node)))
+
+    @_rpc
+    def GetPlacement(self, request: pb.GetPlacementRequest, context: Any) -> pb.Placement:
+        return document(pb.Placement, self._api.placement())
 
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
         with _serving("Watch", context):

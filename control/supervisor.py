@@ -78,10 +78,12 @@ class Supervisor:
         cfg: AgentConfig,
         on_event: Callable[[str, str, dict[str, Any]], None],
         restore_file: Callable[[], str | None] = lambda: None,
+        cgroup_procs: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.cfg = cfg
         self._emit = on_event
         self._restore_file = restore_file
+        self._cgroup_procs = cgroup_procs
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -229,6 +231,11 @@ class Supervisor:
         restore = self._restore_file()
         if restore:
             argv += ["--restore-file", restore]
+        procs = self._cgroup_procs()
+        if procs:
+            # under CPU isolation the agent lives in the housekeeping cpuset: the
+            # RT process must join the RT cpuset before it pins itself to its CPUs
+            argv = ["sh", "-c", 'echo 0 > "$0" && exec "$@"', procs, *argv]
         return argv
 
     def _prepare_segment(self) -> None:

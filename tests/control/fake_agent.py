@@ -65,6 +65,7 @@ class FakeAgent:
         self.levels = {"rt": "INFO", "agent": "INFO"}
         self.sampling: dict[str, Any] = {"rt_every_cycles": 0, "ratio": 1.0}
         self.subscriptions: list[FakeSubscription] = []
+        self.placement_doc: dict[str, Any] = {"cpus": "", "isolated": False, "numa_node": -1}
 
     # ---- bookkeeping ------------------------------------------------------
 
@@ -250,6 +251,33 @@ class FakeAgent:
             if ratio is not None:
                 self.sampling["ratio"] = ratio
             return dict(self.sampling)
+
+    def set_affinity(self, cpus: list[int], isolate: bool | None) -> dict[str, Any]:
+        self._enter("set_affinity", cpus, isolate)
+        self._expect(
+            bool(cpus)
+            and all(type(c) is int and 0 <= c <= 4095 for c in cpus)
+            and cpus == sorted(set(cpus)),
+            f"cpus {cpus!r}",
+        )
+        self._expect(isolate in (None, True, False), f"isolate {isolate!r}")
+        with self._lock:
+            self.placement_doc["cpus"] = ",".join(map(str, cpus))
+            if isolate is not None:
+                self.placement_doc["isolated"] = isolate
+            return dict(self.placement_doc)
+
+    def set_numa_node(self, node: int) -> dict[str, Any]:
+        self._enter("set_numa_node", node)
+        self._expect(type(node) is int and 0 <= node <= 1023, f"node {node!r}")
+        with self._lock:
+            self.placement_doc["numa_node"] = node
+            return dict(self.placement_doc)
+
+    def placement(self) -> dict[str, Any]:
+        self._enter("placement")
+        with self._lock:
+            return dict(self.placement_doc)
 
     def subscribe(self, kinds: list[str] | None = None) -> FakeSubscription:
         self._enter("subscribe", kinds)

@@ -272,6 +272,13 @@ def test_every_rtctl_command(serve, tmp_path):
             lambda d: d == {"rt_every_cycles": 50, "ratio": 0.5},
             "every 50 cycles",
         ),
+        (
+            ("rt", "set-affinity", "--cpus", "1-3,5", "--isolate"),
+            lambda d: d["cpus"] == "1,2,3,5" and d["isolated"] is True,
+            "isolated           yes",
+        ),
+        (("rt", "set-numa", "--node", "1"), lambda d: d["numa_node"] == 1, "NUMA node          1"),
+        (("rt", "isolation", "show"), lambda d: d["numa_node"] == 1, "CPUs               1,2,3,5"),
     ]
     # the fake's state carries from step to step
     s = serve(token=TOKEN)
@@ -365,6 +372,12 @@ INVALID = [
     ("SetTraceSampling", pb.SetTraceSamplingRequest(ratio=NAN), "ratio"),
     ("SetTraceSampling", pb.SetTraceSamplingRequest(ratio=1.5), "ratio"),
     ("SetTraceSampling", pb.SetTraceSamplingRequest(ratio=-INF), "ratio"),
+    ("SetAffinity", pb.SetAffinityRequest(cpus=""), "cpus"),
+    ("SetAffinity", pb.SetAffinityRequest(cpus="1-x"), "cpus"),
+    ("SetAffinity", pb.SetAffinityRequest(cpus="3-1"), "cpus"),
+    ("SetAffinity", pb.SetAffinityRequest(cpus="99999"), "cpus"),
+    ("SetNumaNode", pb.SetNumaNodeRequest(node=-1), "node"),
+    ("SetNumaNode", pb.SetNumaNodeRequest(node=5000), "node"),
 ]
 
 
@@ -433,6 +446,9 @@ def test_rtctl_errors_are_one_line(served, tmp_path):
         ("job", "list", "--limit", "1001"),
         ("status", "--timeout", "0"),
         ("rt", "jump"),
+        ("rt", "set-affinity"),
+        ("rt", "set-affinity", "--cpus", "1", "--isolate", "--no-isolate"),
+        ("rt", "set-numa", "--node", "-1"),
     ):
         done = rtctl(*args, *t)
         assert done.returncode == 2, (args, done.stderr)
@@ -474,6 +490,8 @@ MUTATING = [
     ("CancelJob", pb.CancelJobRequest(id=1)),
     ("SetLogLevel", pb.SetLogLevelRequest(level="DEBUG")),
     ("SetTraceSampling", pb.SetTraceSamplingRequest(ratio=0.5)),
+    ("SetAffinity", pb.SetAffinityRequest(cpus="1")),
+    ("SetNumaNode", pb.SetNumaNodeRequest(node=0)),
 ]
 
 
@@ -793,7 +811,10 @@ def test_rtctl_help_describes_every_command():
     for args in (
         ("agent",),
         ("status",),
-        ("rt",),
+        ("rt", "hold"),
+        ("rt", "set-affinity"),
+        ("rt", "set-numa"),
+        ("rt", "isolation", "show"),
         ("job", "submit"),
         ("job", "list"),
         ("log-level", "set"),

@@ -40,6 +40,8 @@ FIELDS = (
     "rt_every_cycles",
     "ratio",
     "kinds",
+    "cpus",
+    "node",
 )
 RESERVED_KEYS = {"content-type", "te", "user-agent", "host", "connection", "authorization"}
 
@@ -133,6 +135,7 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
     "GetCheckpointInfo": no_fields,
     "GetLogLevel": no_fields,
     "GetTraceSampling": no_fields,
+    "GetPlacement": no_fields,
     "RtAction": st.builds(
         lambda a: pb.RtActionRequest(action=a),
         mostly(st.integers(0, 6), st.integers(-(2**31), 2**31 - 1)),
@@ -158,6 +161,15 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
         lambda e, r: pb.SetTraceSamplingRequest(rt_every_cycles=e, ratio=r),
         optional(mostly(st.integers(0, 1_000_000), int64s)),
         optional(mostly(st.floats(0, 1), doubles)),
+    ),
+    "SetAffinity": st.builds(
+        lambda c, i: pb.SetAffinityRequest(cpus=c, isolate=i),
+        mostly(st.from_regex(r"[0-9]{1,2}(-[0-9]{1,2})?(,[0-9]{1,2})*", fullmatch=True), texts),
+        optional(st.booleans()),
+    ),
+    "SetNumaNode": st.builds(
+        lambda n: pb.SetNumaNodeRequest(node=n),
+        mostly(st.integers(0, 7), st.integers(-(2**31), 2**31 - 1)),
     ),
     "Watch": st.builds(
         lambda k: pb.WatchRequest(kinds=k),

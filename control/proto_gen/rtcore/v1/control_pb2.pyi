@@ -227,3 +227,33 @@ class Event(_message.Message):
     trace_id: str
     span_id: str
     def __init__(self, kind: _Optional[str] = ..., ts_ns: _Optional[int] = ..., node_id: _Optional[str] = ..., message: _Optional[str] = ..., level: _Optional[str] = ..., fields_json: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ...) -> None: ...
+
+class SetAffinityRequest(_message.Message):
+    __slots__ = ("cpus", "isolate")
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATE_FIELD_NUMBER: _ClassVar[int]
+    cpus: str
+    isolate: bool
+    def __init__(self, cpus: _Optional[str] = ..., isolate: _Optional[bool] = ...) -> None: ...
+
+class SetNumaNodeRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: int
+    def __init__(self, node: _Optional[int] = ...) -> None: ...
+
+class GetPlacementRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Placement(_message.Message):
+    __slots__ = ("cpus", "isolated", "numa_node", "details_json")
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATED_FIELD_NUMBER: _ClassVar[int]
+    NUMA_NODE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    cpus: str
+    isolated: bool
+    numa_node: int
+    details_json: str
+    def __init__(self, cpus: _Optional[str] = ..., isolated: _Optional[bool] = ..., numa_node: _Optional[int] = ..., details_json: _Optional[str] = ...) -> None: ...

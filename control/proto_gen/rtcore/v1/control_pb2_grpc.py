@@ -89,6 +89,21 @@ class ControlStub:
                 request_serializer=rtcore_dot_v1_dot_control__pb2.SetTraceSamplingRequest.SerializeToString,
                 response_deserializer=rtcore_dot_v1_dot_control__pb2.TraceSampling.FromString,
                 _registered_method=True)
+        self.SetAffinity = channel.unary_unary(
+                '/rtcore.v1.Control/SetAffinity',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.SetAffinityRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.Placement.FromString,
+                _registered_method=True)
+        self.SetNumaNode = channel.unary_unary(
+                '/rtcore.v1.Control/SetNumaNode',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.SetNumaNodeRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.Placement.FromString,
+                _registered_method=True)
+        self.GetPlacement = channel.unary_unary(
+                '/rtcore.v1.Control/GetPlacement',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.GetPlacementRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.Placement.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/rtcore.v1.Control/Watch',
                 request_serializer=rtcore_dot_v1_dot_control__pb2.WatchRequest.SerializeToString,
@@ -172,6 +187,28 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAffinity(self, request, context):
+        """Move the running RT loop to other CPUs (within 5 s, no restart), with or
+        without exclusive use of them; kept across restarts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNumaNode(self, request, context):
+        """Move the running RT process's memory to another NUMA node; kept across restarts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacement(self, request, context):
+        """The CPU, isolation and NUMA placement in force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Events and alerts as they happen. The agent sends the response headers
         as soon as the subscription exists, so a client that has received them
@@ -239,6 +276,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.SetTraceSampling,
                     request_deserializer=rtcore_dot_v1_dot_control__pb2.SetTraceSamplingRequest.FromString,
                     response_serializer=rtcore_dot_v1_dot_control__pb2.TraceSampling.SerializeToString,
+            ),
+            'SetAffinity': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAffinity,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.SetAffinityRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.Placement.SerializeToString,
+            ),
+            'SetNumaNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNumaNode,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.SetNumaNodeRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.Placement.SerializeToString,
+            ),
+            'GetPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacement,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.GetPlacementRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.Placement.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -543,6 +595,87 @@ class Control:
             '/rtcore.v1.Control/SetTraceSampling',
             rtcore_dot_v1_dot_control__pb2.SetTraceSamplingRequest.SerializeToString,
             rtcore_dot_v1_dot_control__pb2.TraceSampling.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAffinity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/SetAffinity',
+            rtcore_dot_v1_dot_control__pb2.SetAffinityRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.Placement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNumaNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/SetNumaNode',
+            rtcore_dot_v1_dot_control__pb2.SetNumaNodeRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.Placement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/GetPlacement',
+            rtcore_dot_v1_dot_control__pb2.GetPlacementRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.Placement.FromString,
             options,
             channel_credentials,
             insecure,
