@@ -233,6 +233,31 @@ def _add_bench(commands: Any) -> None:
     rst.add_argument("--json", action="store_true", help="print one JSON document")
     rst.set_defaults(handler=_bench_restart)
 
+    iso = kinds.add_parser(
+        "isolation",
+        help="wake-up jitter without and with CPU isolation, under load",
+        description="Load every CPU with stress-ng, then run the RT loop on --cpu twice: "
+        "once as it is, once with CPU isolation applied to the running process (its own "
+        "cpuset; other tasks and IRQs moved to the remaining CPUs). Compares wake-up "
+        "latency p50/p99/max/stddev, and times the isolation change and a NUMA page "
+        "migration on the running loop. Needs root, a second CPU and a cpuset cgroup.",
+    )
+    iso.add_argument(
+        "--cycles",
+        type=_int_in(100, MAX_BENCH_CYCLES),
+        default=10_000,
+        help="cycles measured on each side (default 10000)",
+    )
+    iso.add_argument(
+        "--period-us",
+        type=_int_in(50, 10_000_000, "us"),
+        default=1000,
+        help="RT cycle period (default 1000)",
+    )
+    iso.add_argument("--cpu", type=_cpu, help="the RT CPU (default: the highest-numbered)")
+    iso.add_argument("--json", action="store_true", help="print one JSON document")
+    iso.set_defaults(handler=_bench_isolation)
+
 
 def _bench_latency(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:
     from bench import latency
@@ -258,6 +283,13 @@ def _bench_restart(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str
 
     opts = restart.RestartOptions(kills=args.kills, cpu=args.cpu, period_us=args.period_us)
     return restart.run(opts), restart.format_text
+
+
+def _bench_isolation(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:
+    from bench import isolation
+
+    opts = isolation.IsolationOptions(cycles=args.cycles, period_us=args.period_us, cpu=args.cpu)
+    return isolation.run(opts), isolation.format_text
 
 
 def _bench_logging(args: argparse.Namespace) -> tuple[dict, Callable[[dict], str]]:

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from control.isolation import detect_cgroup
 from tests.conftest import ROOT
 
 NUMBER = (int, float)
@@ -141,6 +142,27 @@ def test_restart_json_has_its_figures_and_baselines():
     assert_numbers(r["agent_idle_cpu_pct"], ("agent", "rt_process"))
     assert all(isinstance(v, bool) for v in r["goals"].values())
     assert not any(name.startswith("rtcore-bench") for name in os.listdir("/dev/shm"))
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or len(os.sched_getaffinity(0)) < 2,
+    reason="isolation needs root and two CPUs",
+)
+def test_isolation_json_has_its_figures():
+    done = rtctl("bench", "isolation", "--cycles", "300", "--json")
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    for side in ("without", "with"):
+        assert_numbers(r[side]["wake_latency_us"], ("p50", "p99", "max", "stddev"))
+    assert r["jitter_reduction_pct"] is None or isinstance(r["jitter_reduction_pct"], float)
+    assert r["load"]["tool"] == "stress-ng"
+    assert_numbers(r["change"]["isolation"], ("apply_ms",))
+    assert_numbers(r["change"]["numa"], ("migrate_ms",))
+    assert all(isinstance(v, bool) for v in r["goals"].values())
+    with open("/proc/self/cpuset") as f:
+        assert f.read().strip() == "/", "isolation was undone"
+    root = detect_cgroup().root
+    assert not [n for n in os.listdir(root) if n.startswith("rtc-bench")]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,332 @@
+"""`rtctl bench isolation`: wake-up jitter of the RT loop on its CPU without
+and with CPU isolation, both under the same stress-ng load on every CPU.
+
+Each side runs the RT process pinned to the CPU; the "with" side gets its
+isolation applied to the running process (as `rtctl rt set-affinity
+--isolate` does), which also times that change and counts the misses in its
+window. Only the cycles after a warm-up (and after the change) are compared,
+read from the loop's own histograms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench import machine
+from bench.runner import BenchError, child_env, last_line, segment_name, sweep_segments
+from control import numa
+from control.errors import ControlError
+from control.isolation import Isolator, detect_cgroup, detect_kernel_isolation
+from rtcore import stats, topology
+from rtcore.segment import SHM_DIR, Segment, SegmentError
+
+WARMUP_CYCLES = 500
+GOAL_REDUCTION_PCT = 50.0
+GOAL_CHANGE_MS = 1000.0
+
+
+@dataclass(frozen=True)
+class IsolationOptions:
+    cycles: int = 10_000
+    period_us: int = 1000
+    cpu: int | None = None
+    priority: int = 80
+    load_workers: int | None = None  # default: one per online CPU
+
+
+@dataclass
+class Side:
+    wake_us: dict
+    misses: int
+    change: dict | None
+
+
+def _status(seg: Segment) -> tuple[np.ndarray, int, int]:
+    st = seg.view()["status"]
+    return np.array(st["wake_hist"], dtype=np.int64), int(st["cycles"]), int(st["misses"])
+
+
+def _wait(pred, timeout: float, what: str, proc: subprocess.Popen):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if proc.poll() is not None:
+            raise BenchError(f"the RT process exited early: {last_line(proc.stderr.read())}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def _run_side(opts: IsolationOptions, cpu: int, isolate: bool, state_dir: str) -> Side:
+    name = segment_name("iso" if isolate else "plain")
+    total = WARMUP_CYCLES + opts.cycles
+    argv = [
+        sys.executable,
+        "-m",
+        "rtcore",
+        "--shm",
+        name,
+        "--cycles",
+        str(total),
+        "--period-us",
+        str(opts.period_us),
+        "--cpus",
+        str(cpu),
+        "--priority",
+        str(opts.priority),
+        "--keep-shm",
+        "--allow-degraded",
+    ]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+    )
+    isolator = Isolator(f"rtc-bench-{os.getpid()}", os.path.join(state_dir, "isolation.json"))
+    change = None
+    seg: Segment | None = None
+    try:
+
+        def opened() -> Segment | None:
+            try:
+                s = Segment.open(name)
+            except SegmentError:
+                return None
+            if int(s.view()["status"]["pid"]) == proc.pid and _status(s)[1] >= WARMUP_CYCLES:
+                return s
+            s.close()
+            return None
+
+        seg = _wait(opened, 60, "the RT process's warm-up", proc)
+        start_hist, _, start_misses = _status(seg)
+        if isolate:
+            t0 = time.monotonic()
+            report = isolator.apply(proc.pid, [cpu])
+            took = (time.monotonic() - t0) * 1000
+            # the change's own window: the cycles that ran while it was applied
+            time.sleep(0.05)
+            _, _, misses_after = _status(seg)
+            change = {
+                "apply_ms": round(took, 2),
+                "misses_in_window": misses_after - start_misses,
+                "tasks_moved": report.get("tasks_moved"),
+                "irqs_moved": report.get("irqs_moved"),
+                "cgroup": report.get("version"),
+            }
+            start_hist, _, start_misses = _status(seg)
+        timeout = 60 + 3 * total * opts.period_us / 1e6
+        if proc.wait(timeout=timeout) != 0:
+            raise BenchError(f"the RT process failed: {last_line(proc.stderr.read())}")
+        end_hist, cycles, end_misses = _status(seg)
+        st = seg.view()["status"]
+        hist = (end_hist - start_hist).tolist()
+        max_ns = int(st["wake_max_ns"])
+        top = max(i for i, c in enumerate(hist) if c) if any(hist) else 0
+        # the run's exact maximum may predate the window: bound it by the window's histogram
+        window_max = min(max_ns, stats.bucket_upper(top))
+        return Side(stats.summary_us(hist, window_max), end_misses - start_misses, change)
+    finally:
+        if isolate:
+            with contextlib.suppress(ControlError):
+                isolator.remove()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        if seg is not None:
+            seg.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM_DIR, name))
+
+
+def _numa_change(cpu: int, state_dir: str) -> dict:
+    """Time a NUMA change (page migration) applied to a running RT process."""
+    name = segment_name("numa")
+    argv = [
+        sys.executable,
+        "-m",
+        "rtcore",
+        "--shm",
+        name,
+        "--cpus",
+        str(cpu),
+        "--numa-node",
+        "0",
+        "--allow-degraded",
+    ]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+    )
+    seg: Segment | None = None
+    try:
+
+        def opened() -> Segment | None:
+            try:
+                s = Segment.open(name)
+            except SegmentError:
+                return None
+            if int(s.view()["status"]["pid"]) == proc.pid and _status(s)[1] >= 200:
+                return s
+            s.close()
+            return None
+
+        seg = _wait(opened, 60, "the RT process", proc)
+        _, _, misses0 = _status(seg)
+        report = numa.migrate(proc.pid, topology.numa_nodes(), 0)
+        time.sleep(0.05)
+        _, _, misses1 = _status(seg)
+        return {
+            "migrate_ms": report["elapsed_ms"],
+            "pages_moved": report["pages_moved"],
+            "misses_in_window": misses1 - misses0,
+            "to_node": 0,
+            "note": "one NUMA node here: the real migrate_pages call moves no page"
+            if len(topology.numa_nodes()) == 1
+            else "",
+        }
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if seg is not None:
+            seg.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM_DIR, name))
+
+
+def _stop_load(load: subprocess.Popen) -> None:
+    """SIGINT lets stress-ng reap its workers (nothing is left as a zombie);
+    the whole group is killed if it does not comply."""
+    with contextlib.suppress(ProcessLookupError):
+        load.send_signal(signal.SIGINT)
+    try:
+        load.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(load.pid, signal.SIGKILL)
+        load.wait(timeout=10)
+
+
+def _reduction(before: float, after: float) -> float | None:
+    return round(100 * (1 - after / before), 1) if before > 0 else None
+
+
+def run(opts: IsolationOptions) -> dict:
+    cpu = machine.default_cpu() if opts.cpu is None else opts.cpu
+    machine.check_cpu(cpu)
+    if not machine.other_cpus(cpu):
+        raise BenchError("isolation needs a second online CPU to keep the other tasks on")
+    cgroup = detect_cgroup()
+    if cgroup.version is None:
+        raise BenchError(f"no cpuset cgroup filesystem: {cgroup.reason}")
+    if os.geteuid() != 0:
+        raise BenchError("isolation moves other processes' tasks and IRQs: run as root")
+    stress = shutil.which("stress-ng")
+    if stress is None:
+        raise BenchError("stress-ng is not installed (apt-get install stress-ng)")
+    workers = opts.load_workers or len(topology.online_cpus())
+    sweep_segments()
+    state_dir = tempfile.mkdtemp(prefix="rtc-bench-iso-")
+    load_argv = [stress, "--cpu", str(workers), "--cpu-method", "matrixprod", "--quiet"]
+    load = subprocess.Popen(
+        load_argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.5)
+        if load.poll() is not None:
+            raise BenchError("stress-ng exited at once")
+        with machine.pm_qos_zero(), machine.kept_off(cpu):
+            without = _run_side(opts, cpu, False, state_dir)
+            with_iso = _run_side(opts, cpu, True, state_dir)
+            numa_change = _numa_change(cpu, state_dir)
+    finally:
+        _stop_load(load)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    w, i = without.wake_us, with_iso.wake_us
+    change = with_iso.change or {}
+    return {
+        "cycles": opts.cycles,
+        "period_us": opts.period_us,
+        "cpu": cpu,
+        "housekeeping_cpus": machine.other_cpus(cpu),
+        "load": {
+            "tool": "stress-ng",
+            "argv": load_argv[1:],
+            "workers": workers,
+            "cpus": "all online",
+        },
+        "without": {
+            "wake_latency_us": {k: w[k] for k in ("p50", "p99", "max", "stddev")},
+            "misses": without.misses,
+        },
+        "with": {
+            "wake_latency_us": {k: i[k] for k in ("p50", "p99", "max", "stddev")},
+            "misses": with_iso.misses,
+        },
+        "jitter_reduction_pct": _reduction(w["p99"], i["p99"]),
+        "stddev_reduction_pct": _reduction(w["stddev"], i["stddev"]),
+        "change": {"isolation": change, "numa": numa_change},
+        "goals": {
+            "jitter_reduction_ge_50pct": (_reduction(w["p99"], i["p99"]) or 0)
+            >= GOAL_REDUCTION_PCT,
+            "isolation_change_le_1s": change.get("apply_ms", 1e9) <= GOAL_CHANGE_MS,
+            "numa_change_le_1s": numa_change["migrate_ms"] <= GOAL_CHANGE_MS,
+            "no_miss_from_changes": change.get("misses_in_window") == 0
+            and numa_change["misses_in_window"] == 0,
+        },
+        "kernel": {"cgroup": cgroup.version, **detect_kernel_isolation()},
+        "machine": machine.describe(),
+    }
+
+
+def format_text(r: dict) -> str:
+    w, i = r["without"]["wake_latency_us"], r["with"]["wake_latency_us"]
+    c = r["change"]
+    lines = [
+        f"isolation: {r['cycles']} cycles at {r['period_us']} us on CPU {r['cpu']} "
+        f"(housekeeping {','.join(map(str, r['housekeeping_cpus']))}), load: stress-ng "
+        f"{r['load']['workers']} CPU workers on all CPUs",
+        f"{'wake (us)':<18}{'p50':>9}{'p99':>9}{'max':>10}{'stddev':>9}{'misses':>8}",
+        f"{'without':<18}{w['p50']:>9}{w['p99']:>9}{w['max']:>10}{w['stddev']:>9}"
+        f"{r['without']['misses']:>8}",
+        f"{'with isolation':<18}{i['p50']:>9}{i['p99']:>9}{i['max']:>10}{i['stddev']:>9}"
+        f"{r['with']['misses']:>8}",
+        f"jitter reduction: p99 {r['jitter_reduction_pct']}%, stddev {r['stddev_reduction_pct']}%",
+        f"changes on the running loop: isolation {c['isolation'].get('apply_ms')} ms "
+        f"({c['isolation'].get('misses_in_window')} misses), NUMA {c['numa']['migrate_ms']} ms "
+        f"({c['numa']['misses_in_window']} misses)",
+        "goals: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r["goals"].items()),
+        f"kernel: cgroup {r['kernel']['cgroup']}, "
+        f"isolcpus {r['kernel'].get('isolcpus') or 'none'}, "
+        f"nohz_full {r['kernel'].get('nohz_full') or 'none'}",
+    ]
+    return "\n".join(lines)
