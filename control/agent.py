@@ -21,13 +21,14 @@ from typing import Any
 from loguru import logger
 
 from control import config as config_mod
+from control import systemd
 from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
 from control.checkpoint import CheckpointSaver, CheckpointStore
 from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
 from control.eventbus import EventBus, Subscription
 from control.jobs import JobRunner, JobStore
-from control.placement import PlacementManager
+from control.placement import PlacementManager, PlacementStore
 from control.supervisor import Supervisor
 from control.trajectory import validate_name, validate_waypoints
 from rtcore import _core, layout, reftask, stats
@@ -500,6 +501,31 @@ def configure_logging(cfg: AgentConfig, level: str) -> None:
     )
 
 
+def write_systemd_unit(cfg: AgentConfig, path: str) -> int:
+    """The unit runs the agent with these settings, saved as DATA_DIR/agent.toml."""
+    config_path = os.path.join(cfg.data_dir, "agent.toml")
+    with open(config_path, "w") as f:
+        f.write(config_mod.to_toml(cfg))
+    saved = PlacementStore(os.path.join(cfg.data_dir, "placement.json")).load()
+    cpus = saved.cpus if saved else cfg.cpus
+    node = saved.numa_node if saved else cfg.numa_node
+    text = systemd.unit_text(cfg, ["--config", config_path], cpus, node)
+    if path == "-":
+        print(text, end="")
+        return 0
+    try:
+        systemd.write_unit(path, text)
+    except OSError as e:
+        print(f"rtctl agent: error: cannot write {path}: {e.strerror}", file=sys.stderr)
+        return 1
+    systemd.remember_path(cfg.data_dir, path)
+    print(
+        f"rtctl agent: wrote {path} (settings in {config_path}); "
+        f"run 'systemctl daemon-reload && systemctl enable --now {os.path.basename(path)}'"
+    )
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     """`rtctl agent`: run a node in the foreground until SIGTERM/SIGINT."""
     try:
@@ -508,6 +534,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"rtctl agent: error: {e}", file=sys.stderr)
         return 2
     os.makedirs(cfg.data_dir, exist_ok=True)
+    if getattr(args, "systemd_unit", None):
+        return write_systemd_unit(cfg, args.systemd_unit)
     configure_logging(cfg, cfg.log_level)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -158,6 +158,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-client-ca", dest="tls_client_ca", help=FLAG_HELP["tls_client_ca"])
     p.add_argument("--token-file", dest="token_file", help=FLAG_HELP["token_file"])
     p.add_argument("--log-level", dest="log_level", help=FLAG_HELP["log_level"])
+    p.add_argument(
+        "--systemd-unit",
+        dest="systemd_unit",
+        metavar="PATH",
+        help="write a systemd unit running this node with these settings to PATH "
+        "('-' prints it) and exit; the agent keeps its CPUAffinity/NUMAPolicy matching "
+        "the placement from then on",
+    )
 
 
 def load(args: argparse.Namespace) -> AgentConfig:
@@ -202,3 +210,29 @@ def read_toml(path: str) -> dict[str, Any]:
             raise InvalidArgument(f"config.{key}", f"expected {expected.__name__}, got {value!r}")
         out[name] = value
     return out
+
+
+def to_toml(cfg: AgentConfig) -> str:
+    """The settings that differ from the defaults, as a file `--config` reads."""
+    default = AgentConfig(node_id=cfg.node_id)
+    lines = []
+    for f in fields(AgentConfig):
+        value = getattr(cfg, f.name)
+        if value == getattr(default, f.name) and f.name != "node_id":
+            continue
+        if f.name == "token":
+            continue  # a secret stays in its token_file
+        if f.name == "cpus":
+            value = topology.format_cpu_list(value)
+        lines.append(f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

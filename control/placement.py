@@ -18,7 +18,7 @@ from typing import Any
 
 from loguru import logger
 
-from control import numa
+from control import numa, systemd
 from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
 from control.isolation import Isolator, detect_kernel_isolation
@@ -256,6 +256,16 @@ class PlacementManager:
         self.store.save(p)
         self.cfg.cpus = list(p.cpus)
         self.cfg.numa_node = p.numa_node
+        unit = systemd.remembered_path(self.cfg.data_dir)
+        if unit is not None:
+            config_path = os.path.join(self.cfg.data_dir, "agent.toml")
+            try:
+                systemd.write_unit(
+                    unit,
+                    systemd.unit_text(self.cfg, ["--config", config_path], p.cpus, p.numa_node),
+                )
+            except OSError as e:
+                logger.error("cannot update the systemd unit {}: {}", unit, e)
 
     # ---- reading ----------------------------------------------------------
 
