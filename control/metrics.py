@@ -18,6 +18,9 @@ Every sample carries a `node_id` label. Metric names (all `rtcore_`):
     rtcore_checkpoint_age_seconds             gauge
     rtcore_cluster_term                       gauge
     rtcore_cluster_has_quorum                 gauge
+    rtcore_numa_local_pages_ratio             gauge: RT pages on its NUMA node, 0..1
+    rtcore_numa_local_access_ratio            gauge: node-local allocations, 0..1
+    rtcore_rt_isolated                        gauge: 1 while CPU isolation is in force
 
 A group whose status fields are absent (no RT running, single node) is left
 out rather than exported as zeros.
@@ -106,6 +109,19 @@ _GAUGES = (
         1e-3,
     ),
     (("cluster", "term"), "rtcore_cluster_term", "Raft term", 1.0),
+    (
+        ("placement", "numa_local_pages_pct"),
+        "rtcore_numa_local_pages_ratio",
+        "Share of the RT process's pages on its NUMA node",
+        0.01,
+    ),
+    (
+        ("placement", "numa_local_access_pct"),
+        "rtcore_numa_local_access_ratio",
+        "Share of the node's allocations served locally (numastat)",
+        0.01,
+    ),
+    (("placement", "isolated"), "rtcore_rt_isolated", "1 while CPU isolation is in force", 1.0),
     (
         ("cluster", "has_quorum"),
         "rtcore_cluster_has_quorum",

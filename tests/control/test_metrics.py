@@ -335,3 +335,21 @@ def test_prometheus_scrapes_the_endpoint(serve, spawn: Spawner, tmp_path: Path) 
 
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def test_numa_and_isolation_gauges(serve) -> None:
+    def snap() -> dict[str, Any]:
+        s = status()
+        s["placement"] = {
+            "cpus": "1",
+            "isolated": True,
+            "numa_node": 0,
+            "numa_local_pages_pct": 96.5,
+            "numa_local_access_pct": 100.0,
+        }
+        return s
+
+    fams = families(scrape(serve(snap)))
+    assert value(fams, "rtcore_numa_local_pages_ratio", node_id="n1") == pytest.approx(0.965)
+    assert value(fams, "rtcore_numa_local_access_ratio", node_id="n1") == pytest.approx(1.0)
+    assert value(fams, "rtcore_rt_isolated", node_id="n1") == 1
