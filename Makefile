@@ -34,7 +34,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q --disable-pip-version-check setuptools wheel "Cython>=3.0" "numpy>=1.26"
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade "setuptools>=77" wheel "Cython>=3.0" "numpy>=1.26"
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e ".[dev]"
 	touch $@
 

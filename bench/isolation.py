@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench import machine
-from bench.runner import BenchError, child_env, last_line, segment_name, sweep_segments
+from bench.runner import BenchError, background_rt, last_line, open_running, sweep_segments
 from control import numa
 from control.errors import ControlError
 from control.isolation import Isolator, detect_cgroup, detect_kernel_isolation
 from rtcore import stats, topology
-from rtcore.segment import SHM_DIR, Segment, SegmentError
+from rtcore.segment import Segment
 
 WARMUP_CYCLES = 500
 GOAL_REDUCTION_PCT = 50.0
@@ -56,28 +55,9 @@ def _status(seg: Segment) -> tuple[np.ndarray, int, int]:
     return np.array(st["wake_hist"], dtype=np.int64), int(st["cycles"]), int(st["misses"])
 
 
-def _wait(pred, timeout: float, what: str, proc: subprocess.Popen):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if proc.poll() is not None:
-            raise BenchError(f"the RT process exited early: {last_line(proc.stderr.read())}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.005)
-
-
 def _run_side(opts: IsolationOptions, cpu: int, isolate: bool, state_dir: str) -> Side:
-    name = segment_name("iso" if isolate else "plain")
     total = WARMUP_CYCLES + opts.cycles
-    argv = [
-        sys.executable,
-        "-m",
-        "rtcore",
-        "--shm",
-        name,
+    args = [
         "--cycles",
         str(total),
         "--period-us",
@@ -87,136 +67,63 @@ def _run_side(opts: IsolationOptions, cpu: int, isolate: bool, state_dir: str) -
         "--priority",
         str(opts.priority),
         "--keep-shm",
-        "--allow-degraded",
     ]
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        start_new_session=True,
-    )
     isolator = Isolator(f"rtc-bench-{os.getpid()}", os.path.join(state_dir, "isolation.json"))
     change = None
-    seg: Segment | None = None
-    try:
-
-        def opened() -> Segment | None:
-            try:
-                s = Segment.open(name)
-            except SegmentError:
-                return None
-            if int(s.view()["status"]["pid"]) == proc.pid and _status(s)[1] >= WARMUP_CYCLES:
-                return s
-            s.close()
-            return None
-
-        seg = _wait(opened, 60, "the RT process's warm-up", proc)
-        start_hist, _, start_misses = _status(seg)
-        if isolate:
-            t0 = time.monotonic()
-            report = isolator.apply(proc.pid, [cpu])
-            took = (time.monotonic() - t0) * 1000
-            # the change's own window: the cycles that ran while it was applied
-            time.sleep(0.05)
-            _, _, misses_after = _status(seg)
-            change = {
-                "apply_ms": round(took, 2),
-                "misses_in_window": misses_after - start_misses,
-                "tasks_moved": report.get("tasks_moved"),
-                "irqs_moved": report.get("irqs_moved"),
-                "cgroup": report.get("version"),
-            }
+    with background_rt("iso" if isolate else "plain", *args) as (proc, name):
+        seg = open_running(name, proc, WARMUP_CYCLES)
+        try:
             start_hist, _, start_misses = _status(seg)
-        timeout = 60 + 3 * total * opts.period_us / 1e6
-        if proc.wait(timeout=timeout) != 0:
-            raise BenchError(f"the RT process failed: {last_line(proc.stderr.read())}")
-        end_hist, cycles, end_misses = _status(seg)
-        st = seg.view()["status"]
-        hist = (end_hist - start_hist).tolist()
-        max_ns = int(st["wake_max_ns"])
-        top = max(i for i, c in enumerate(hist) if c) if any(hist) else 0
-        # the run's exact maximum may predate the window: bound it by the window's histogram
-        window_max = min(max_ns, stats.bucket_upper(top))
-        return Side(stats.summary_us(hist, window_max), end_misses - start_misses, change)
-    finally:
-        if isolate:
-            with contextlib.suppress(ControlError):
-                isolator.remove()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
-        if seg is not None:
+            if isolate:
+                t0 = time.monotonic()
+                report = isolator.apply(proc.pid, [cpu])
+                took = (time.monotonic() - t0) * 1000
+                # the change's own window: the cycles that ran while it was applied
+                time.sleep(0.05)
+                _, _, misses_after = _status(seg)
+                change = {
+                    "apply_ms": round(took, 2),
+                    "misses_in_window": misses_after - start_misses,
+                    "tasks_moved": report.get("tasks_moved"),
+                    "irqs_moved": report.get("irqs_moved"),
+                    "cgroup": report.get("version"),
+                }
+                start_hist, _, start_misses = _status(seg)
+            if proc.wait(timeout=60 + 3 * total * opts.period_us / 1e6) != 0:
+                err = proc.stderr.read() if proc.stderr else ""
+                raise BenchError(f"the RT process failed: {last_line(err)}")
+            end_hist, _, end_misses = _status(seg)
+            hist = (end_hist - start_hist).tolist()
+            top = max(i for i, c in enumerate(hist) if c) if any(hist) else 0
+            # the run's exact maximum may predate the window: bound it by the window's histogram
+            window_max = min(int(seg.view()["status"]["wake_max_ns"]), stats.bucket_upper(top))
+            return Side(stats.summary_us(hist, window_max), end_misses - start_misses, change)
+        finally:
+            if isolate:
+                with contextlib.suppress(ControlError):
+                    isolator.remove()
             seg.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(SHM_DIR, name))
 
 
-def _numa_change(cpu: int, state_dir: str) -> dict:
+def _numa_change(cpu: int) -> dict:
     """Time a NUMA change (page migration) applied to a running RT process."""
-    name = segment_name("numa")
-    argv = [
-        sys.executable,
-        "-m",
-        "rtcore",
-        "--shm",
-        name,
-        "--cpus",
-        str(cpu),
-        "--numa-node",
-        "0",
-        "--allow-degraded",
-    ]
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        start_new_session=True,
-    )
-    seg: Segment | None = None
-    try:
-
-        def opened() -> Segment | None:
-            try:
-                s = Segment.open(name)
-            except SegmentError:
-                return None
-            if int(s.view()["status"]["pid"]) == proc.pid and _status(s)[1] >= 200:
-                return s
-            s.close()
-            return None
-
-        seg = _wait(opened, 60, "the RT process", proc)
-        _, _, misses0 = _status(seg)
-        report = numa.migrate(proc.pid, topology.numa_nodes(), 0)
-        time.sleep(0.05)
-        _, _, misses1 = _status(seg)
-        return {
-            "migrate_ms": report["elapsed_ms"],
-            "pages_moved": report["pages_moved"],
-            "misses_in_window": misses1 - misses0,
-            "to_node": 0,
-            "note": "one NUMA node here: the real migrate_pages call moves no page"
-            if len(topology.numa_nodes()) == 1
-            else "",
-        }
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        if seg is not None:
+    with background_rt("numa", "--cpus", str(cpu), "--numa-node", "0") as (proc, name):
+        seg = open_running(name, proc, 200)
+        try:
+            _, _, misses0 = _status(seg)
+            report = numa.migrate(proc.pid, topology.numa_nodes(), 0)
+            time.sleep(0.05)
+            _, _, misses1 = _status(seg)
+        finally:
             seg.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(SHM_DIR, name))
+    single = len(topology.numa_nodes()) == 1
+    return {
+        "migrate_ms": report["elapsed_ms"],
+        "pages_moved": report["pages_moved"],
+        "misses_in_window": misses1 - misses0,
+        "to_node": 0,
+        "note": "one NUMA node here: the real migrate_pages call moves no page" if single else "",
+    }
 
 
 def _stop_load(load: subprocess.Popen) -> None:
@@ -267,7 +174,7 @@ def run(opts: IsolationOptions) -> dict:
         with machine.pm_qos_zero(), machine.kept_off(cpu):
             without = _run_side(opts, cpu, False, state_dir)
             with_iso = _run_side(opts, cpu, True, state_dir)
-            numa_change = _numa_change(cpu, state_dir)
+            numa_change = _numa_change(cpu)
     finally:
         _stop_load(load)
         shutil.rmtree(state_dir, ignore_errors=True)

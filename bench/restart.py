@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from bench import machine
-from bench.runner import BenchError, child_env, last_line, run_bounded, segment_name
+from bench.runner import BenchError, child_env, last_line, run_bounded, segment_name, wait_until
 from rtcore.segment import SHM_DIR, Segment, SegmentError
 
 GOAL_P50_MS = 200.0
@@ -76,17 +76,6 @@ def _cold_start_ms(cpu: int, period_us: int) -> float:
     if done.returncode != 0:
         raise BenchError(f"the RT process failed to start: {last_line(done.stderr)}")
     return took
-
-
-def _wait_for(pred, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.0005)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -198,20 +187,18 @@ def run(opts: RestartOptions) -> dict:
             s.close()
             return None
 
-        seg = _wait_for(opened, 30, "the agent's RT process")
+        seg = wait_until(opened, 30, "the agent's RT process")
         st = seg.view()["status"]
         idle = _idle_cpu(agent.pid, int(st["pid"]))
         rtt = _status_round_trips(target)
         for _ in range(opts.kills):
             old = int(st["pid"])
+
             # let a checkpoint land after the previous restart, as in service
-            _wait_for(
-                lambda old=old: (
-                    int(st["restored_seq"]) < int(st["ckpt_seq"]) and int(st["pid"]) == old
-                ),
-                TRIAL_TIMEOUT_S,
-                "a fresh checkpoint",
-            )
+            def checkpointed(old: int = old) -> bool:
+                return int(st["restored_seq"]) < int(st["ckpt_seq"]) and int(st["pid"]) == old
+
+            wait_until(checkpointed, TRIAL_TIMEOUT_S, "a fresh checkpoint")
             t0 = time.monotonic_ns()
             os.kill(old, signal.SIGKILL)
 
@@ -222,7 +209,7 @@ def run(opts: RestartOptions) -> dict:
                     and int(st["restored_seq"]) > 0
                 )
 
-            _wait_for(replaced, TRIAL_TIMEOUT_S, "the replacement RT process's first cycle")
+            wait_until(replaced, TRIAL_TIMEOUT_S, "the replacement RT process's first cycle")
             gap_ms = (time.monotonic_ns() - t0) / 1e6
             trials.append(
                 {

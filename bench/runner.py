@@ -15,9 +15,13 @@ import re
 import secrets
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -125,3 +129,74 @@ def run_bounded(
 def _kill(proc: subprocess.Popen) -> None:
     proc.kill()
     proc.communicate()
+
+
+def wait_until(
+    pred: Callable[[], T | None],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    interval: float = 0.0005,
+) -> T:
+    """Poll pred until it returns something truthy; BenchError on timeout or
+    when proc (the process being waited on) exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise BenchError(f"{what}: the process exited first ({last_line(err)})")
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def background_rt(what: str, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m rtcore --shm NAME --allow-degraded ARGS` running in the
+    background for the body; then stopped (SIGTERM, SIGKILL) and its segment
+    removed, whatever happened."""
+    name = segment_name(what)
+    argv = [sys.executable, "-m", "rtcore", "--shm", name, "--allow-degraded", *args]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        yield proc, name
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM_DIR, name))
+
+
+def open_running(name: str, proc: subprocess.Popen, min_cycles: int, timeout: float = 60):  # noqa: ANN201
+    """The segment of proc once it has run min_cycles cycles."""
+    from rtcore.segment import Segment, SegmentError
+
+    def ready() -> Segment | None:
+        try:
+            seg = Segment.open(name)
+        except SegmentError:
+            return None
+        st = seg.view()["status"]
+        if int(st["pid"]) == proc.pid and int(st["cycles"]) >= min_cycles:
+            return seg
+        seg.close()
+        return None
+
+    return wait_until(ready, timeout, f"the RT process to run {min_cycles} cycles", proc, 0.005)
