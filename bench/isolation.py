@@ -107,11 +107,14 @@ def _run_side(opts: IsolationOptions, cpu: int, isolate: bool, state_dir: str) -
 
 def _numa_change(cpu: int) -> dict:
     """Time a NUMA change (page migration) applied to a running RT process."""
-    with background_rt("numa", "--cpus", str(cpu), "--numa-node", "0") as (proc, name):
+    node = next(n for n in topology.numa_nodes() if cpu in topology.node_cpus(n))
+    with background_rt("numa", "--cpus", str(cpu), "--numa-node", str(node)) as (proc, name):
         seg = open_running(name, proc, 200)
         try:
             _, _, misses0 = _status(seg)
-            report = numa.migrate(proc.pid, topology.numa_nodes(), 0)
+            # every page the process has on other nodes comes to its own: a
+            # no-op on a one-node machine, which the report says
+            report = numa.migrate(proc.pid, topology.numa_nodes(), node)
             time.sleep(0.05)
             _, _, misses1 = _status(seg)
         finally:
@@ -121,7 +124,7 @@ def _numa_change(cpu: int) -> dict:
         "migrate_ms": report["elapsed_ms"],
         "pages_moved": report["pages_moved"],
         "misses_in_window": misses1 - misses0,
-        "to_node": 0,
+        "to_node": node,
         "note": "one NUMA node here: the real migrate_pages call moves no page" if single else "",
     }
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from bench import machine
 from bench.runner import BenchError, child_env, last_line, run_bounded, segment_name, wait_until
-from rtcore.segment import SHM_DIR, Segment, SegmentError
+from control.supervisor import is_rt_process
+from rtcore.segment import SHM_DIR, Segment, SegmentError, pid_alive
 
 GOAL_P50_MS = 200.0
 GOAL_MAX_MS = 500.0
@@ -161,11 +162,14 @@ def run(opts: RestartOptions) -> dict:
         str(opts.period_us),
     ]
     cold = [_cold_start_ms(cpu, opts.period_us) for _ in range(3)]
+    # a file, not a pipe: the agent logs every restart and nobody reads a pipe
+    # while the trials run; a full pipe would block the agent's threads
+    agent_log = open(os.path.join(data_dir, "agent.stderr"), "w+")  # noqa: SIM115
     agent = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=agent_log,
         text=True,
         env=child_env(),
         start_new_session=True,
@@ -176,8 +180,8 @@ def run(opts: RestartOptions) -> dict:
 
         def opened() -> Segment | None:
             if agent.poll() is not None:
-                err = agent.stderr.read() if agent.stderr else ""
-                raise BenchError(f"the agent exited: {last_line(err)}")
+                agent_log.seek(0)
+                raise BenchError(f"the agent exited: {last_line(agent_log.read())}")
             try:
                 s = Segment.open(shm)
             except SegmentError:
@@ -222,15 +226,20 @@ def run(opts: RestartOptions) -> dict:
             )
             time.sleep(0.15)
     finally:
+        rt_pid = int(seg.view()["status"]["pid"]) if seg is not None else 0
         if seg is not None:
             seg.close()
         if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
+            agent.send_signal(signal.SIGTERM)  # the agent stops its RT process itself
             try:
                 agent.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 agent.kill()
                 agent.wait(timeout=5)
+        if rt_pid and pid_alive(rt_pid) and is_rt_process(rt_pid, shm):
+            # an agent that had to be killed leaves its RT process (own session) behind
+            os.kill(rt_pid, signal.SIGKILL)
+        agent_log.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(SHM_DIR, shm))
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -96,6 +96,7 @@ class Agent:
         self._drain_thread = threading.Thread(target=self._drain_loop, name="drainer", daemon=True)
         self._io_lock = threading.Lock()
         self._next_numa_sample = 0.0
+        self._adopt_recheck: tuple[int, int] | None = None
         self._grpc: Any = None
         self._metrics: Any = None
         self.metrics_port = 0
@@ -124,13 +125,14 @@ class Agent:
         from control.metrics import Metrics
         from control.service import serve
 
-        self.placement_mgr.recover()
-        self.supervisor.start()
-        self._drain_thread.start()
+        # the ports first: an agent that cannot serve must not have started an RT process
         if self.cfg.metrics_listen:
             self._metrics = Metrics(self._metrics_snapshot)
             _, self.metrics_port = self._metrics.start_http(self.cfg.metrics_listen)
         self._grpc = serve(self, self.cfg)
+        self.placement_mgr.recover()
+        self.supervisor.start()
+        self._drain_thread.start()
         logger.info(
             "agent {} listening on {} (metrics on port {}), data in {}",
             self.cfg.node_id,
@@ -213,8 +215,28 @@ class Agent:
         so that case is left to the events that follow."""
         job = self.jobs.running()
         state = self._task_state()
-        if job is not None and state is not None and int(state["job_id"]) == job["id"]:
+        if job is None:
+            return
+        if state is not None and int(state["job_id"]) == job["id"]:
             self.runner.on_rt_restarted(state)
+            return
+        # its commands may still be in flight: decide once the RT has taken two
+        # more checkpoints with an empty command ring (see _recheck_adopted_job)
+        with self._io_lock:
+            seg = self._segment()
+            seq = int(seg.view()["status"]["ckpt_seq"]) if seg is not None else 0
+        self._adopt_recheck = (job["id"], seq)
+
+    def _recheck_adopted_job(self, seg: Segment) -> None:
+        job_id, seq = self._adopt_recheck  # type: ignore[misc]
+        head, tail = _core.ring_counters(seg.buf, "cmd")[:2]
+        if int(seg.view()["status"]["ckpt_seq"]) < seq + 2 or head != tail:
+            return
+        self._adopt_recheck = None
+        job = self.jobs.running()
+        if job is not None and job["id"] == job_id:
+            # the RT's state says whether it ever got the job: settle or resend
+            self.runner.on_rt_restarted(self._task_state())
 
     def _on_corrupt(self, path: str, reason: str) -> None:
         message = f"checkpoint file {path} is damaged ({reason}); skipped"
@@ -226,8 +248,9 @@ class Agent:
         disk = self.checkpoints.newest_path()
         if disk is None:
             return None
-        seg = self._segment()
-        shm = seg.newest_checkpoint() if seg is not None else None
+        with self._io_lock:
+            seg = self._segment()
+            shm = seg.newest_checkpoint() if seg is not None else None
         if shm is not None and shm[0]["seq"] >= disk[0]:
             return None
         return disk[1]
@@ -270,6 +293,8 @@ class Agent:
         for ev in events:
             self._publish_rt_event(ev)
             self.runner.on_event(ev)
+        if self._adopt_recheck is not None:
+            self._recheck_adopted_job(seg)
         self.runner.tick(self.supervisor.state == "running")
         self.saver.poll(seg)
         now = time.monotonic()
@@ -363,7 +388,7 @@ class Agent:
                 "has_quorum": True,
                 "members": [self.cfg.node_id],
             },
-            "jobs": {s: len(self.jobs.list(state=s, limit=1000)) for s in ("queued", "running")},
+            "jobs": self.jobs.counts(),
             "placement": self._placement_summary(),
             "agent": {
                 "pid": os.getpid(),
@@ -501,6 +526,27 @@ def configure_logging(cfg: AgentConfig, level: str) -> None:
     )
 
 
+def refuse_unavailable(cfg: AgentConfig) -> None:
+    """Settings of parts this build does not have yet: refused with a clear
+    line rather than accepted and silently ignored."""
+    if cfg.raft or cfg.peers:
+        raise InvalidArgument(
+            "raft",
+            "clustering (--raft/--peer) is not available in this "
+            "build yet; run without them for a single node",
+        )
+    if cfg.es_url:
+        raise InvalidArgument(
+            "es_url",
+            "Elasticsearch export is not available in this build "
+            "yet; the agent's logs are in DATA_DIR/agent.log",
+        )
+    if cfg.otlp_endpoint:
+        raise InvalidArgument(
+            "otlp_endpoint", "OTLP trace export is not available in this build yet"
+        )
+
+
 def write_systemd_unit(cfg: AgentConfig, path: str) -> int:
     """The unit runs the agent with these settings, saved as DATA_DIR/agent.toml."""
     config_path = os.path.join(cfg.data_dir, "agent.toml")
@@ -530,10 +576,17 @@ def main(args: argparse.Namespace) -> int:
     """`rtctl agent`: run a node in the foreground until SIGTERM/SIGINT."""
     try:
         cfg = config_mod.load(args)
+        refuse_unavailable(cfg)
+        os.makedirs(cfg.data_dir, exist_ok=True)
     except InvalidArgument as e:
         print(f"rtctl agent: error: {e}", file=sys.stderr)
         return 2
-    os.makedirs(cfg.data_dir, exist_ok=True)
+    except OSError as e:
+        print(
+            f"rtctl agent: error: cannot use data directory {cfg.data_dir}: {e.strerror}",
+            file=sys.stderr,
+        )
+        return 2
     if getattr(args, "systemd_unit", None):
         return write_systemd_unit(cfg, args.systemd_unit)
     configure_logging(cfg, cfg.log_level)
@@ -544,6 +597,9 @@ def main(args: argparse.Namespace) -> int:
         agent = Agent(cfg)
     except ControlError as e:
         print(f"rtctl agent: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"rtctl agent: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     try:
         agent.start()

@@ -738,7 +738,7 @@ def _render_placement(doc: dict) -> str:
         ("CPUs", doc.get("cpus") or "all"),
         ("isolated", "yes" if doc.get("isolated") else "no"),
         ("cgroup", iso.get("version") or "-"),
-        ("housekeeping CPUs", iso.get("housekeeping_cpus") or "-"),
+        ("housekeeping CPUs", ",".join(map(str, iso.get("housekeeping") or [])) or "-"),
         ("kernel isolcpus", ",".join(map(str, kernel.get("isolcpus") or [])) or "none"),
         ("kernel nohz_full", ",".join(map(str, kernel.get("nohz_full") or [])) or "none"),
         ("NUMA node", doc.get("numa_node") if doc.get("numa_node", -1) >= 0 else "unbound"),

@@ -8,10 +8,8 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
-
-from loguru import logger
 
 Event = dict[str, Any]
 
@@ -67,7 +65,6 @@ class EventBus:
         self.node_id = node_id
         self._lock = threading.Lock()
         self._subs: list[Subscription] = []
-        self._handlers: list[Callable[[Event], None]] = []
 
     def subscribe(self, kinds: list[str] | None = None, capacity: int = 1000) -> Subscription:
         sub = Subscription(self, set(kinds) if kinds else None, capacity)
@@ -80,11 +77,6 @@ class EventBus:
             if sub in self._subs:
                 self._subs.remove(sub)
 
-    def add_handler(self, handler: Callable[[Event], None]) -> None:
-        """Called synchronously for every event, on the publisher's thread."""
-        with self._lock:
-            self._handlers.append(handler)
-
     def publish(self, kind: str, level: str = "INFO", message: str = "", **fields: Any) -> Event:
         event: Event = {
             "kind": kind,
@@ -95,13 +87,7 @@ class EventBus:
             **fields,
         }
         with self._lock:
-            handlers = list(self._handlers)
             subs = list(self._subs)
-        for handler in handlers:
-            try:
-                handler(event)
-            except Exception:  # noqa: BLE001 - one bad handler must not stop the others
-                logger.exception("event handler {} failed on {}", handler, kind)
         for sub in subs:
             sub.offer(event)
         return event

@@ -165,6 +165,12 @@ class JobStore:
             )
             return state, self._get(db, job_id)
 
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        with self._tx() as db:
+            rows = db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: 0 for state in JOB_STATES} | {s: int(n) for s, n in rows}
+
     def list(self, state: str | None = None, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """Jobs, newest first, optionally only those in `state`."""
         if state is not None and state not in JOB_STATES:
@@ -250,6 +256,7 @@ class JobRunner:
         self._job_id: int | None = running["id"] if running else None
         self._seqs: dict[int, str] = {}  # the running job's command seqs -> what they did
         self._unsent = False  # the running job must be sent again (ring was full)
+        self._attempt_counted = False  # its unsent attempt is already counted
         self._clear_for: int | None = None  # a TRAJ_CLEAR still owed to the RT, for this job
 
     def tick(self, rt_ready: bool) -> None:
@@ -267,15 +274,20 @@ class JobRunner:
                 if self._clear_for is not None:
                     self._clear(self._clear_for)
                 return
-            sent = self._commands(job["id"])
-            if sent is None:
-                return
+            # recorded as running before anything is sent: an agent that dies in
+            # between finds it running (and settles it from the RT's state)
+            # instead of queued (and runs it a second time)
+            seqs = self._seqs_for(job["id"])
             if not self._store.mark_started(job["id"]):
-                self._clear(job["id"])  # cancelled by someone else meanwhile
-                return
+                return  # cancelled by someone else meanwhile
             self._job_id = job["id"]
-            self._seqs = sent
             self._clear_for = None  # the job's own commands begin with TRAJ_CLEAR
+            sent = self._commands(job["id"], seqs)
+            if sent is None:
+                self._unsent = True
+                self._attempt_counted = True
+                return
+            self._seqs = sent
 
     def on_event(self, ev: dict[str, Any]) -> None:
         """Follow one decoded RT event (rtcore.records.Decoder.event)."""
@@ -339,13 +351,18 @@ class JobRunner:
                 self._clear(job_id)
             return job
 
-    def _commands(self, job_id: int) -> dict[int, str] | None:
+    def _seqs_for(self, job_id: int) -> list[int]:
+        """Consecutive command numbers for the job's clear, appends and start."""
+        seqs = [self._next_seq() for _ in range(self._store.get(job_id)["n_waypoints"] + 2)]
+        if seqs != builtins.list(range(seqs[0], seqs[0] + len(seqs))):
+            raise RuntimeError(f"next_seq() gave {seqs}; a job's commands need consecutive seqs")
+        return seqs
+
+    def _commands(self, job_id: int, seqs: list[int] | None = None) -> dict[int, str] | None:
         """Send the job's trajectory; its seqs -> command names, None if the
         ring had no room."""
         waypoints = self._store.waypoints(job_id)
-        seqs = [self._next_seq() for _ in range(len(waypoints) + 2)]
-        if seqs != builtins.list(range(seqs[0], seqs[0] + len(seqs))):
-            raise RuntimeError(f"next_seq() gave {seqs}; a job's commands need consecutive seqs")
+        seqs = seqs or self._seqs_for(job_id)
         if not self._send(reftask.trajectory_commands(job_id, waypoints, seqs[0])):
             return None
         names = ["TRAJ_CLEAR", *(f"TRAJ_APPEND of waypoint {i}" for i in range(len(waypoints)))]
@@ -354,7 +371,9 @@ class JobRunner:
     def _resend(self, job_id: int) -> None:
         sent = self._commands(job_id)
         if sent is not None:
-            self._store.mark_resent(job_id)
+            if not self._attempt_counted:
+                self._store.mark_resent(job_id)
+            self._attempt_counted = False
             self._seqs = sent
             self._unsent = False
 

@@ -29,6 +29,7 @@ from rtcore.segment import Segment, SegmentError, shm_path
 
 FIRST_BACKOFF_S = 0.05
 STOP_GRACE_S = 3.0
+START_TIMEOUT_S = 30.0
 SAFE_SETTLE_S = 0.1
 
 MODES = {"run": layout.MODE_RUN, "hold": layout.MODE_HOLD, "safe": layout.MODE_SAFE}
@@ -88,6 +89,7 @@ class Supervisor:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._stopping = False  # _stop_rt is taking the RT process down
         self._want_running = True
         self._mode = layout.MODE_RUN
         self._proc: subprocess.Popen | None = None
@@ -215,8 +217,6 @@ class Supervisor:
             c.wake_mode,
             "--ckpt-every",
             str(c.ckpt_every),
-            "--log-level",
-            c.log_level,
         ]
         if c.cpus:
             argv += ["--cpus", ",".join(map(str, c.cpus))]
@@ -294,15 +294,22 @@ class Supervisor:
     # ---- watching -----------------------------------------------------
 
     def _watch(self) -> None:
-        interval = self.cfg.health_interval_ms / 1000
+        # a healthy loop beats once a period: checking less often than every
+        # two periods would call a long-period loop hung
+        interval = max(self.cfg.health_interval_ms / 1000, 2 * self.cfg.period_us / 1e6)
         last_beat = -1
         stalls = 0
         next_check = time.monotonic() + interval
+        stuck = False
         while True:
             with self._lock:
                 if self._closing:
                     return
-                pidfd = self._pidfd
+                pidfd = self._pidfd if not self._stopping else -1
+            if self._stopping:
+                # _stop_rt owns the process until it is gone
+                time.sleep(0.01)
+                continue
             if pidfd < 0:
                 self._maybe_restart()
                 self._wake.wait(0.01)
@@ -321,7 +328,9 @@ class Supervisor:
                 if self._closing or self._pid == 0:
                     continue
                 if self.state == "starting":
-                    if self._attach_segment():
+                    if time.monotonic() - self._started_at > START_TIMEOUT_S:
+                        stuck = True
+                    elif self._attach_segment():
                         self.state = "running"
                         restored = int(self.segment.view()["status"]["restored_seq"])  # type: ignore[union-attr]
                         self._emit(
@@ -334,34 +343,36 @@ class Supervisor:
                                 + (f", resumed from checkpoint {restored}" if restored else ""),
                             },
                         )
-                    continue
+                    if not stuck:
+                        continue
                 beat = int(self.segment.view()["status"]["heartbeat"]) if self.segment else -1
+            if stuck:
+                self._kill_hung(f"did not start its loop within {START_TIMEOUT_S:.0f} s")
+                last_beat, stalls, stuck = -1, 0, False
+                continue
             if beat == last_beat:
                 stalls += 1
                 if stalls >= self.cfg.stall_checks:
-                    self._kill_hung()
+                    self._kill_hung(f"no heartbeat for {self.cfg.stall_checks} health checks")
                     last_beat, stalls = -1, 0
             else:
                 last_beat, stalls = beat, 0
 
-    def _kill_hung(self) -> None:
+    def _kill_hung(self, why: str) -> None:
         with self._lock:
-            pid = self._pid
+            pid, pidfd = self._pid, self._pidfd
             self.state = "hung"
         self._emit(
             "rt_hung",
             "CRITICAL",
-            {
-                "pid": pid,
-                "message": f"RT process {pid} hung: no heartbeat for "
-                f"{self.cfg.stall_checks} health checks; killing it",
-            },
+            {"pid": pid, "message": f"RT process {pid} hung: {why}; killing it"},
         )
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        # SIGKILL takes effect even on a stopped process; the pidfd reports the exit
-        if self._pidfd >= 0:
-            select.select([self._pidfd], [], [], 5.0)
+        # through the pidfd, never a pid number that may have been reused;
+        # SIGKILL takes effect even on a stopped process
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        if pidfd >= 0:
+            select.select([pidfd], [], [], 5.0)
         self._on_exit("hung")
 
     def _on_exit(self, reason: str) -> None:
@@ -454,9 +465,10 @@ class Supervisor:
         """SAFE first so outputs come to rest, then STOP; signals if it does not comply."""
         with self._lock:
             pid, pidfd, seg = self._pid, self._pidfd, self.segment
-            self.state = "stopping" if pid else self.state
-        if not pid:
-            return
+            if not pid:
+                return
+            self.state = "stopping"
+            self._stopping = True
         if seg is not None:
             _core.write_control(seg.buf, mode=layout.MODE_SAFE)
             time.sleep(SAFE_SETTLE_S)
@@ -465,16 +477,16 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if exited:
                 break
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(pidfd, sig)
             exited = pidfd >= 0 and bool(select.select([pidfd], [], [], STOP_GRACE_S)[0])
         with self._lock:
-            if self._pid == pid:
-                self._reap("exited")
-                self._close_pidfd()
-                self._pid = 0
-                self._proc = None
+            self._reap("exited")
+            self._close_pidfd()
+            self._pid = 0
+            self._proc = None
             self.state = "stopped"
+            self._stopping = False
         if seg is not None:
             # the next start must not find STOP waiting for it
             _core.write_control(seg.buf, mode=self._mode)

@@ -334,8 +334,3 @@ def write_control(buf, *, mode=None, active=None, epoch=None, lease_ns=None,
     if trace_every is not None:
         rtc_store_u32(&c.trace_every, trace_every)
     rtc_store_u64(&c.generation, c.generation + 1)
-
-
-def renew_lease(buf):
-    """Stamp the control plane's lease with the current monotonic time."""
-    rtc_store_i64(&segment_ptr(buf).control.lease_ns, mono_ns())

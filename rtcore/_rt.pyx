@@ -333,11 +333,10 @@ cdef int run_loop(Rt *rt) noexcept nogil:
         if lat < 0:
             lat = 0
         rt.now_ns = wake
-        rt.cycle += 1
-
         mode = rtc_load_u32(&ctl.mode)
         if mode == RTC_MODE_STOP:
             break
+        rt.cycle += 1
         rt.level = rtc_load_u32(&ctl.log_level)
         trace_every = rtc_load_u32(&ctl.trace_every)
         sampled = trace_every != 0 and rt.cycle % trace_every == 0

@@ -21,6 +21,13 @@ MAX_PERIOD_US = 10_000_000
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 DEGRADED_BITS = {"mlock": 1, "affinity": 2, "sched_fifo": 4, "numa": 8, "pm_qos": 16}
 PM_QOS_PATH = "/dev/cpu_dma_latency"
+# flag -> control-block field it sets
+CONTROL_FLAGS = {
+    "log_level": "log_level",
+    "trace_every": "trace_every",
+    "standby": "active",
+    "lease_timeout_ms": "lease_timeout_ns",
+}
 # The PM QoS request lasts while the file stays open: keep it for the process's life.
 _pm_qos_file = None
 
@@ -59,6 +66,7 @@ class RtConfig:
     trace_every: int = 0
     standby: bool = False
     lease_timeout_ms: int = 0
+    given: set[str] = field(default_factory=set)  # control-block flags given explicitly
 
     def validate(self) -> None:
         if not MIN_PERIOD_US <= self.period_us <= MAX_PERIOD_US:
@@ -162,15 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cycles", type=int, default=0, help="stop after N cycles (0: run until stopped)"
     )
-    p.add_argument("--log-level", default="INFO", help="lowest level the loop records (INFO)")
+    # Control-block settings: applied to a new segment, and to a resumed one
+    # only when given (a resumed segment keeps what its control plane set).
+    p.add_argument("--log-level", help="lowest level the loop records (INFO)")
+    p.add_argument("--trace-every", type=int, help="record spans every N cycles (0: off)")
     p.add_argument(
-        "--trace-every", type=int, default=0, help="record spans every N cycles (0: off)"
+        "--standby", action="store_true", default=None, help="start in shadow mode (no actuation)"
     )
-    p.add_argument("--standby", action="store_true", help="start in shadow mode (no actuation)")
     p.add_argument(
         "--lease-timeout-ms",
         type=int,
-        default=0,
         help="stop actuating when the control plane's lease is older than this (0: no lease)",
     )
     return p
@@ -198,10 +207,11 @@ def config_from_args(argv: list[str] | None) -> RtConfig:
         allow_degraded=a.allow_degraded,
         keep_shm=a.keep_shm,
         cycles=a.cycles,
-        log_level=a.log_level.upper(),
-        trace_every=a.trace_every,
-        standby=a.standby,
-        lease_timeout_ms=a.lease_timeout_ms,
+        log_level=(a.log_level or "INFO").upper(),
+        trace_every=a.trace_every or 0,
+        standby=bool(a.standby),
+        lease_timeout_ms=a.lease_timeout_ms or 0,
+        given={n for n in CONTROL_FLAGS if getattr(a, n) is not None},
     )
 
 
@@ -275,14 +285,15 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
     if restored is None:
         rt.init_task(cfg.task_params)
     rt.intern_strings()
-    if seg.created:
-        _core.write_control(
-            seg.buf,
-            log_level=LEVELS[cfg.log_level],
-            trace_every=cfg.trace_every,
-            active=not cfg.standby,
-            lease_timeout_ns=cfg.lease_timeout_ms * 1_000_000,
-        )
+    values = {  # what each flag writes into its control-block field
+        "log_level": LEVELS[cfg.log_level],
+        "trace_every": cfg.trace_every,
+        "standby": not cfg.standby,  # field `active`
+        "lease_timeout_ms": cfg.lease_timeout_ms * 1_000_000,  # field in ns
+    }
+    chosen = {CONTROL_FLAGS[n]: v for n, v in values.items() if seg.created or n in cfg.given}
+    if chosen:
+        _core.write_control(seg.buf, **chosen)
 
     degraded = 0
     notes: list[str] = []
@@ -337,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (ConfigError, SegmentError, SetupError) as e:
         print(f"rtcore: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"rtcore: error: {where}{e.strerror or e}", file=sys.stderr, flush=True)
         return 2
     finally:
         if seg is not None:

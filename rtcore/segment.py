@@ -71,7 +71,11 @@ class Segment:
             os.close(fd)
             os.unlink(path)
             raise SegmentError(f"cannot size shared memory {path}: {e.strerror}") from None
-        seg = cls(name, fd, created=True)
+        try:
+            seg = cls(name, fd, created=True)
+        except OSError as e:
+            os.unlink(path)
+            raise SegmentError(f"cannot map shared memory {path}: {e.strerror}") from None
         _core.format_segment(seg.buf)
         return seg
 

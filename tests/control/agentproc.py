@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from control.isolation import Isolator
 from control.supervisor import proc_state
 from rtcore.segment import Segment, SegmentError
 from tests.conftest import Spawner, wait_for
@@ -101,10 +102,14 @@ class AgentProc:
         return Segment.open(self.shm)
 
     def cleanup(self) -> None:
-        """Kill the agent and any RT process it left, remove the segment."""
+        """Kill the agent and any RT process it left, undo CPU isolation it
+        left in force, remove the segment."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
+        # a killed agent cannot undo its isolation: a machine left shielded
+        # would disturb every test after this one
+        Isolator(f"rtcore-{self.node_id}", os.path.join(self.data_dir, "isolation.json")).recover()
         with contextlib.suppress(SegmentError, FileNotFoundError):
             seg = Segment.open(self.shm)
             pid = seg.owner_pid()

@@ -830,7 +830,6 @@ def test_real_v1_isolates_cpu_1_and_undoes_it(spawn, shm_name, real_isolator):
         f"{report['tasks_skipped']} skipped, {report['irqs_moved']} IRQs moved, "
         f"{report['irqs_skipped']} skipped), remove {undone['elapsed_ms']} ms"
     )
-    assert report["elapsed_ms"] < 5000 and undone["elapsed_ms"] < 5000  # SC-015
 
 
 CRASHING_AGENT = """

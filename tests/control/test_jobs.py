@@ -358,8 +358,9 @@ def test_a_full_ring_is_retried_without_sending_twice(store, ring, runner):
     ring.full = True
     runner.tick(True)
     runner.tick(True)
-    assert store.get(1)["state"] == "queued" and store.get(1)["attempts"] == 0
-    assert store.get(1)["started_ns"] is None
+    # recorded as running (one attempt) before sending, so a crash cannot run it twice
+    assert store.get(1)["state"] == "running" and store.get(1)["attempts"] == 1
+    assert ring.batches == []
     ring.full = False
     runner.tick(True)
     runner.tick(True)

@@ -42,6 +42,9 @@ def test_mode_changes_are_reported_and_stop_ends_the_loop(spawn, shm_name):
     rc, out, err = finish(proc, timeout=5)
     assert rc == 0, err
     assert layout.STATE_NAMES[status(seg)["state"]] == "stopped"
+    # the cycle that saw STOP did not run: the final checkpoint is of the last one that did
+    assert seg.newest_checkpoint()[0]["cycle"] == status(seg)["cycles"]
+    assert f"stopped after cycle {status(seg)['cycles']}" in out
     seg.close()
 
 
@@ -144,4 +147,18 @@ def test_numa_node_binds_the_segment(spawn, shm_name):
     with open(f"/proc/{proc.pid}/numa_maps") as f:
         maps = [line for line in f if f"/dev/shm/{shm_name}" in line]
     assert maps and all("bind:0" in line for line in maps), maps
+    seg.close()
+
+
+def test_resume_applies_control_flags_that_are_given(spawn, shm_name):
+    first = spawn.rt(shm_name, "--cpus", CPU, "--trace-every", "7")
+    open_when_ready(shm_name, first, min_cycles=20).close()
+    first.kill()
+    first.wait(timeout=5)
+    resumed = spawn.rt(shm_name, "--cpus", CPU, "--resume", "--standby")
+    seg = open_when_ready(shm_name, resumed, min_cycles=10)
+    ctl = seg.view()["control"]
+    assert int(ctl["active"]) == 0, "--standby given: applied to the resumed segment"
+    assert int(ctl["trace_every"]) == 7, "--trace-every not given: the segment's value stays"
+    assert status(seg)["actuating"] == 0
     seg.close()
