@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from rtcore.segment import pid_alive
+
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
@@ -62,19 +64,9 @@ def sweep_segments() -> None:
         return
     for name in names:
         m = _SEGMENT.match(name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(SHM_DIR, name))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def last_line(text: str) -> str:

@@ -218,17 +218,27 @@ SEGMENT = _struct(
     ]
 )
 
-# enum values shared with layout.h
-MODE_RUN, MODE_HOLD, MODE_SAFE, MODE_STOP = 0, 1, 2, 3
-STATE_NAMES = {0: "init", 1: "run", 2: "hold", 3: "safe", 4: "stopped", 5: "fault"}
-STATE_NAMES_INV = {v: k for k, v in STATE_NAMES.items()}
-DEGRADED_BITS = {1: "mlock", 2: "affinity", 4: "sched_fifo", 8: "numa", 16: "pm_qos"}
-WAKE_MODES = {"sleep": 0, "hybrid": 1}
-LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
-EV_STARTED, EV_STATE, EV_DEADLINE_MISS, EV_CHECKPOINT, EV_CMD_ACK, EV_ACTUATING = 1, 2, 3, 4, 5, 6
-EV_TASK = 100
-CMD_NOP = 0
-CMD_TASK = 100
+# enum values shared with layout.h (numpy-free for the RT process's start-up)
+from rtcore.enums import (  # noqa: E402,F401
+    CMD_NOP,
+    CMD_TASK,
+    DEGRADED_BITS,
+    EV_ACTUATING,
+    EV_CHECKPOINT,
+    EV_CMD_ACK,
+    EV_DEADLINE_MISS,
+    EV_STARTED,
+    EV_STATE,
+    EV_TASK,
+    LEVELS,
+    MODE_HOLD,
+    MODE_RUN,
+    MODE_SAFE,
+    MODE_STOP,
+    STATE_NAMES,
+    STATE_NAMES_INV,
+    WAKE_MODES,
+)
 
 RINGS = {
     "log": ("log_ring", LOG_REC),

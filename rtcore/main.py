@@ -12,14 +12,15 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rtcore import _core, topology
+from rtcore.enums import DEGRADED_BITS, LEVELS
 from rtcore.segment import Segment, SegmentError, pid_alive
 
 MIN_PERIOD_US = 50
 MAX_PERIOD_US = 10_000_000
-LEVELS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
-DEGRADED_BITS = {"mlock": 1, "affinity": 2, "sched_fifo": 4, "numa": 8, "pm_qos": 16}
+DEGRADED_BIT = {name: bit for bit, name in DEGRADED_BITS.items()}
 PM_QOS_PATH = "/dev/cpu_dma_latency"
 # flag -> control-block field it sets
 CONTROL_FLAGS = {
@@ -285,7 +286,7 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
     if restored is None:
         rt.init_task(cfg.task_params)
     rt.intern_strings()
-    values = {  # what each flag writes into its control-block field
+    values: dict[str, Any] = {  # what each flag writes into its control-block field
         "log_level": LEVELS[cfg.log_level],
         "trace_every": cfg.trace_every,
         "standby": not cfg.standby,  # field `active`
@@ -311,7 +312,7 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
             continue
         if not cfg.allow_degraded and name != "pm_qos":
             raise _rt.SetupError(f"{msg}; or pass --allow-degraded to run without it")
-        degraded |= DEGRADED_BITS[name]
+        degraded |= DEGRADED_BIT[name]
         notes.append(msg)
         warn(f"{msg} (continuing degraded)")
     rt.configure(
