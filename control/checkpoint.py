@@ -110,7 +110,12 @@ class CheckpointStore:
         with self._lock:
             kept = self._list()
             if kept and meta["seq"] <= kept[-1][0]:
-                return None
+                if self._task_of(kept[-1][1]) in (None, meta["task_id"]):
+                    return None
+                # another task's checkpoints (the node now runs a different
+                # task, whose sequence starts again at 1): set them aside
+                self._archive(kept)
+                kept = []
             path = os.path.join(self.directory, file_name(meta["seq"]))
             _write_atomic(path, encode(meta, data, time.time_ns()), prefix=_TMP_PREFIX)
             kept.append((meta["seq"], path))
@@ -118,6 +123,26 @@ class CheckpointStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(old)
             return path
+
+    def _task_of(self, path: str) -> int | None:
+        try:
+            with open(path, "rb") as f:
+                return int(parse_header(f.read(HEADER_SIZE))["task_id"])
+        except (OSError, CheckpointFileError):
+            return None
+
+    def _archive(self, kept: list[tuple[int, str]]) -> None:
+        """Move a previous task's files to previous/ (replacing what was there)."""
+        previous = os.path.join(self.directory, "previous")
+        if os.path.isdir(previous):
+            for name in os.listdir(previous):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(previous, name))
+        os.makedirs(previous, exist_ok=True)
+        for _, path in kept:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, os.path.join(previous, os.path.basename(path)))
+        log.warning("checkpoints of the previous task moved to %s", previous)
 
     def load_newest(self, task_id: int | None = None) -> Checkpoint | None:
         """The newest valid checkpoint (of task_id if given), or None. Unusable
@@ -240,6 +265,7 @@ class CheckpointSaver:
         self.errors = 0
         self.last_error = ""
         self.last_seq = 0
+        self.last_task: int | None = None
         self._last_attempt: float | None = None
 
     def poll(self, source: CheckpointSource) -> str | None:
@@ -248,7 +274,11 @@ class CheckpointSaver:
         if self._last_attempt is not None and now - self._last_attempt < self.interval_s:
             return None
         newest = source.newest_checkpoint()
-        if newest is None or newest[0]["seq"] <= self.last_seq:
+        if newest is None:
+            return None
+        if newest[0]["task_id"] != self.last_task:
+            self.last_seq = 0  # another task: its sequence starts over
+        if newest[0]["seq"] <= self.last_seq:
             return None
         meta, data = newest
         self._last_attempt = now
@@ -260,6 +290,7 @@ class CheckpointSaver:
             log.error("%s", self.last_error)
             return None
         self.last_seq = meta["seq"]
+        self.last_task = meta["task_id"]
         if path is not None:
             self.saves += 1
         return path

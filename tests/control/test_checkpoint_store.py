@@ -388,3 +388,32 @@ def test_saver_copies_new_checkpoints_from_a_segment(
     finally:
         seg.close()
         seg.unlink()
+
+
+def test_another_tasks_checkpoints_are_set_aside_not_blocking(tmp_path) -> None:
+    store = CheckpointStore(str(tmp_path / "ck"), keep=3)
+    for seq in (40, 41, 42):
+        store.save(meta(seq, task_id=111), state(seq))
+    # the node now runs another task: its sequence starts again at 1
+    assert store.save(meta(1, task_id=222), state(1)) is not None
+    assert store.load_newest()[0]["task_id"] == 222
+    assert names(tmp_path / "ck" / "previous") == [f"ckpt-{s:020d}.bin" for s in (40, 41, 42)]
+    # the same task going backwards is still refused
+    assert store.save(meta(1, task_id=222), state(1)) is None
+
+
+def test_saver_follows_a_task_change(tmp_path) -> None:
+    class Source:
+        def __init__(self) -> None:
+            self.value = (meta(50, task_id=1), state(50))
+
+        def newest_checkpoint(self):
+            return self.value
+
+    store = CheckpointStore(str(tmp_path / "ck"))
+    saver = CheckpointSaver(store, interval_ms=0)
+    src = Source()
+    assert saver.poll(src) is not None
+    src.value = (meta(2, task_id=9), state(2))
+    assert saver.poll(src) is not None, "a new task's first checkpoint is saved"
+    assert store.load_newest()[0]["seq"] == 2
