@@ -64,6 +64,7 @@ class RtRun:
     degraded: list[str]
     degraded_text: str
     ring_dropped: int
+    ring_pushed: dict[str, int]
 
 
 def _timeout(cycles: int, period_us: int) -> float:
@@ -190,6 +191,7 @@ def _read_status(seg: Segment) -> RtRun:
         degraded=[name for bit, name in layout.DEGRADED_BITS.items() if bits & bit],
         degraded_text=st["degraded_text"].item().decode(errors="replace"),
         ring_dropped=sum(_core.ring_counters(seg.buf, r)[3] for r in ("log", "span", "event")),
+        ring_pushed={r: _core.ring_counters(seg.buf, r)[2] for r in ("log", "span", "event")},
     )
     del st
     return run

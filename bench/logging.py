@@ -257,6 +257,15 @@ def _measure_cycle_cost(cpu: int, priority: int) -> dict:
         "overhead_pct_of_exec": round(100 * added / quiet["p50"], 2) if quiet["p50"] else None,
         "overhead_pct_of_period": round(100 * added / (EXEC_PERIOD_US * 1000), 4),
         "ring_dropped": sum(r.ring_dropped for r in runs["loud"]),
+        # what the loud runs really recorded, counted by the rings themselves
+        "measured_per_cycle": {
+            kind: round(
+                sum(r.ring_pushed[kind] for r in runs["loud"])
+                / sum(r.cycles for r in runs["loud"]),
+                2,
+            )
+            for kind in ("log", "span")
+        },
         "interference": seen,
     }
 

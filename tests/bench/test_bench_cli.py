@@ -117,6 +117,8 @@ def test_logging_json_has_contract_fields():
     assert_numbers(overhead["quiet_exec_ns"], ("p50", "mean"))
     assert_numbers(overhead["loud_exec_ns"], ("p50", "mean"))
     assert overhead["ring_dropped"] == 0, "the drainer kept up: pushes were really recorded"
+    per_cycle = overhead["measured_per_cycle"]
+    assert abs(per_cycle["log"] - 10) < 0.1 and abs(per_cycle["span"] - 3) < 0.1
     assert set(r["goals"]) == {
         "log_p50_le_30ns",
         "log_p999_le_150ns",
