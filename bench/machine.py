@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.runner import BenchError
+from control.isolation import detect_kernel_isolation
 from rtcore import topology
 
 PM_QOS_PATH = "/dev/cpu_dma_latency"
@@ -168,20 +169,13 @@ def _preempt() -> str:
     return "none"
 
 
-def _cmdline_param(name: str) -> str | None:
-    for item in (_read("/proc/cmdline") or "").split():
-        key, _, value = item.partition("=")
-        if key == name:
-            return value
-    return None
-
-
 def describe() -> dict:
+    isolated = detect_kernel_isolation()["isolcpus"]
     return {
         "kernel": os.uname().release,
         "cpu_model": _cpu_model(),
         "online_cpus": topology.format_cpu_list(topology.online_cpus()),
         "preempt": _preempt(),
-        "isolcpus": _cmdline_param("isolcpus"),
+        "isolcpus": topology.format_cpu_list(isolated) if isolated else None,
         "hypervisor": _hypervisor(),
     }

@@ -131,6 +131,11 @@ def _cpu(text: str) -> int:
     return cpu
 
 
+def _bench_flags(parser: argparse.ArgumentParser, cpu_help: str) -> None:
+    parser.add_argument("--cpu", type=_cpu, help=cpu_help)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
 def _add_bench(commands: Any) -> None:
     bench = commands.add_parser(
         "bench",
@@ -161,9 +166,7 @@ def _add_bench(commands: Any) -> None:
         default=1000,
         help="cycle period in microseconds (default 1000)",
     )
-    lat.add_argument(
-        "--cpu", type=_cpu, help="CPU to measure on (default: the highest-numbered online CPU)"
-    )
+    _bench_flags(lat, "CPU to measure on (default: the highest-numbered online CPU)")
     lat.add_argument(
         "--priority", type=_int_in(1, 99), default=80, help="SCHED_FIFO priority (default 80)"
     )
@@ -180,7 +183,6 @@ def _add_bench(commands: Any) -> None:
         default=50,
         help="spin window of the hybrid wake mode, below the period (default 50)",
     )
-    lat.add_argument("--json", action="store_true", help="print one JSON document")
     lat.set_defaults(handler=_bench_latency)
 
     log = kinds.add_parser(
@@ -204,10 +206,7 @@ def _add_bench(commands: Any) -> None:
         default=16,
         help="pushes between two ring drains, a cycle's worth (default 16)",
     )
-    log.add_argument(
-        "--cpu", type=_cpu, help="CPU to push from (default: the highest-numbered online CPU)"
-    )
-    log.add_argument("--json", action="store_true", help="print one JSON document")
+    _bench_flags(log, "CPU to push from (default: the highest-numbered online CPU)")
     log.set_defaults(handler=_bench_logging)
 
     rst = kinds.add_parser(
@@ -227,10 +226,7 @@ def _add_bench(commands: Any) -> None:
         default=1000,
         help="RT cycle period (default 1000)",
     )
-    rst.add_argument(
-        "--cpu", type=_cpu, help="CPU for the RT process (default: the highest-numbered)"
-    )
-    rst.add_argument("--json", action="store_true", help="print one JSON document")
+    _bench_flags(rst, "CPU for the RT process (default: the highest-numbered)")
     rst.set_defaults(handler=_bench_restart)
 
     iso = kinds.add_parser(
@@ -254,8 +250,7 @@ def _add_bench(commands: Any) -> None:
         default=1000,
         help="RT cycle period (default 1000)",
     )
-    iso.add_argument("--cpu", type=_cpu, help="the RT CPU (default: the highest-numbered)")
-    iso.add_argument("--json", action="store_true", help="print one JSON document")
+    _bench_flags(iso, "the RT CPU (default: the highest-numbered)")
     iso.set_defaults(handler=_bench_isolation)
 
 

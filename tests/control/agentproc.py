@@ -93,6 +93,16 @@ class AgentProc:
 
         return wait_for(check, timeout=timeout, what=f"RT state in {states}")
 
+    def wait_replaced(self, old_pid: int, timeout: float = 10) -> dict:
+        """Status once a new RT process (not old_pid) runs its loop."""
+
+        def replaced():
+            st = self.status()
+            ok = st and st["rt"]["pid"] not in (0, old_pid) and st["rt"]["state"] == "run"
+            return st if ok else None
+
+        return wait_for(replaced, timeout=timeout, what=f"an RT process replacing {old_pid}")
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()

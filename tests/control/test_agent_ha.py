@@ -61,16 +61,7 @@ def test_kill_9_rt_during_job_restores_and_finishes_once(agent_factory, tmp_path
     before = agent.status()
     old_pid = before["rt"]["pid"]
     os.kill(old_pid, signal.SIGKILL)
-    after = wait_for(
-        lambda: (
-            (s := agent.status())
-            and s["rt"]["pid"] not in (0, old_pid)
-            and s["rt"]["state"] == "run"
-            and s
-        ),
-        timeout=10,
-        what="a new RT process",
-    )
+    after = agent.wait_replaced(old_pid)
     assert after["rt"]["restarts"] == 1
     assert after["rt"]["cycles"] >= before["checkpoint"]["cycle"], "cycle count resumed"
     done = wait_for(
@@ -88,16 +79,7 @@ def test_sigstop_rt_is_detected_as_hung_and_restarted(agent_factory):
     pid = agent.status()["rt"]["pid"]
     stopped_at = time.monotonic()
     os.kill(pid, signal.SIGSTOP)
-    new = wait_for(
-        lambda: (
-            (s := agent.status())
-            and s["rt"]["pid"] not in (0, pid)
-            and s["rt"]["state"] == "run"
-            and s
-        ),
-        timeout=10,
-        what="restart after hang",
-    )
+    new = agent.wait_replaced(pid)
     took = time.monotonic() - stopped_at
     assert new["rt"]["restarts"] == 1
     assert "hung" in new["rt"]["supervisor"]["last_exit"]

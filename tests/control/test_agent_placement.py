@@ -11,7 +11,6 @@ import subprocess
 import pytest
 
 from control.isolation import detect_cgroup
-from tests.conftest import wait_for
 from tests.control.agentproc import rtctl
 
 pytestmark = pytest.mark.slow
@@ -73,16 +72,7 @@ def test_isolation_applies_survives_an_rt_crash_and_is_undone(agent_factory):
     assert agent.status()["rt"]["pid"] == pid, "no restart"
 
     os.kill(pid, signal.SIGKILL)
-    st = wait_for(
-        lambda: (
-            (s := agent.status())
-            and s["rt"]["pid"] not in (0, pid)
-            and s["rt"]["state"] == "run"
-            and s
-        ),
-        timeout=10,
-        what="the RT restart",
-    )
+    st = agent.wait_replaced(pid)
     new_pid = st["rt"]["pid"]
     assert cpuset_of(new_pid).endswith("-rt") and allowed(new_pid) == RT_CPU
 
