@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := gcc libnuma-dev numactl rt-tests strace stress-ng libcap2-bin util-linux prometheus
+APT_PACKAGES := gcc g++ libnuma-dev numactl rt-tests strace stress-ng libcap2-bin util-linux prometheus valgrind libspdlog-dev pkgconf
 SOURCES := $(wildcard rtcore/*.pyx rtcore/*.pxd rtcore/src/*.c rtcore/include/rtcore/*.h) setup.py
 PYTEST_ARGS ?=
 

@@ -5,6 +5,9 @@ from setuptools import Extension, setup
 
 INCLUDE = ["rtcore/include"]
 CFLAGS = ["-O2", "-g", "-Wall", "-Wno-unused-function", "-fno-strict-aliasing"]
+# Resolve every symbol at load time: a lazy binding resolved on a cold path
+# would run the dynamic linker (locks, page faults) in the middle of a cycle.
+LDFLAGS = ["-Wl,-z,now"]
 
 extensions = [
     Extension(
@@ -12,6 +15,7 @@ extensions = [
         ["rtcore/_core.pyx", "rtcore/src/crc32c.c"],
         include_dirs=INCLUDE,
         extra_compile_args=CFLAGS,
+        extra_link_args=LDFLAGS,
     ),
     Extension(
         "rtcore._rt",
@@ -19,6 +23,16 @@ extensions = [
         include_dirs=INCLUDE,
         libraries=["numa", "dl"],
         extra_compile_args=CFLAGS,
+        extra_link_args=LDFLAGS,
+    ),
+    # Test hooks (patterned producers for the lock-free code's tests); the
+    # product never imports it.
+    Extension(
+        "rtcore._testhooks",
+        ["rtcore/_testhooks.pyx", "rtcore/src/crc32c.c"],
+        include_dirs=INCLUDE,
+        extra_compile_args=CFLAGS,
+        extra_link_args=LDFLAGS,
     ),
     # The built-in reference task: a plain task library loaded through the
     # same dlopen path as a user's (it has no Python module init).
@@ -28,13 +42,14 @@ extensions = [
         include_dirs=INCLUDE,
         libraries=["m"],
         extra_compile_args=CFLAGS,
+        extra_link_args=LDFLAGS,
     ),
 ]
 
 setup(
     ext_modules=cythonize(
-        extensions[:2],
+        extensions[:3],
         compiler_directives={"language_level": "3", "embedsignature": True},
     )
-    + extensions[2:],
+    + extensions[3:],
 )

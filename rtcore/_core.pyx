@@ -7,7 +7,7 @@ a ring run one implementation.
 """
 
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from rtcore._rtc cimport *
@@ -26,6 +26,8 @@ STRUCT_SIZES = {
     "rtc_span_rec": sizeof(rtc_span_rec),
     "rtc_event_rec": sizeof(rtc_event_rec),
     "rtc_cmd_rec": sizeof(rtc_cmd_rec),
+    "rtc_journal_rec": sizeof(rtc_journal_rec),
+    "rtc_clock": sizeof(rtc_clock),
     "rtc_segment": sizeof(rtc_segment),
 }
 CKPT_RESULTS = {RTC_CKPT_OK: "ok", RTC_CKPT_EMPTY: "empty", RTC_CKPT_BUSY: "busy",
@@ -75,7 +77,9 @@ cdef rtc_ring_hdr *ring_hdr(rtc_segment *seg, str name) except NULL:
         return &seg.event_ring.hdr
     if name == "cmd":
         return &seg.cmd_ring.hdr
-    raise ValueError(f"unknown ring {name!r} (log, span, event, cmd)")
+    if name == "journal":
+        return &seg.journal_ring.hdr
+    raise ValueError(f"unknown ring {name!r} (log, span, event, cmd, journal)")
 
 
 cdef void *ring_recs(rtc_ring_hdr *hdr) noexcept nogil:
@@ -98,8 +102,13 @@ def format_segment(buf):
     rtc_ring_format(&seg.span_ring.hdr, RTC_SPAN_RING_CAP, sizeof(rtc_span_rec))
     rtc_ring_format(&seg.event_ring.hdr, RTC_EVENT_RING_CAP, sizeof(rtc_event_rec))
     rtc_ring_format(&seg.cmd_ring.hdr, RTC_CMD_RING_CAP, sizeof(rtc_cmd_rec))
+    rtc_ring_format(&seg.journal_ring.hdr, RTC_JOURNAL_RING_CAP, sizeof(rtc_journal_rec))
+    rtc_clock_anchor(&seg.clock)
+    seg.header.created_ns = seg.clock.real_ns
+    # fail closed: nothing actuates until a control plane (or an explicit
+    # standalone flag) makes it active
     seg.control.mode = RTC_MODE_RUN
-    seg.control.active = 1
+    seg.control.active = 0
     seg.control.log_level = RTC_LEVEL_INFO
     seg.status.numa_node = -1
 
@@ -133,6 +142,19 @@ cdef class RingReader:
 
     def pending(self):
         return rtc_ring_pending(self.c.hdr)
+
+    def pop_into(self, out):
+        """Take as many records as fit the writable buffer out (a numpy
+        structured array of the ring's records, say) in at most two copies;
+        returns how many."""
+        cdef uint8_t[::1] view = memoryview(out).cast("B")
+        cdef uint32_t size = self.c.hdr.record_size
+        cdef uint32_t room = <uint32_t>(view.shape[0] // size), n
+        if room == 0:
+            return 0
+        with nogil:
+            n = rtc_ring_pop_batch(&self.c, &view[0], room)
+        return n
 
     def pop(self, uint32_t max_records=1024):
         """Take up to max_records records; returns their bytes back to back."""
@@ -180,59 +202,6 @@ cdef class RingWriter:
                     ok += 1
         return ok
 
-    def push_sequence(self, uint64_t first, uint64_t count, int64_t spin_limit=0):
-        """Push records whose first 8 bytes are first, first+1, ... and whose
-        remaining 8-byte words are derived from that number (a test pattern
-        the reader can verify). If spin_limit > 0, retry a full ring up to
-        spin_limit times per record instead of dropping at once. Returns the
-        number accepted."""
-        cdef uint32_t size = self.p.hdr.record_size
-        cdef uint64_t i, n, ok = 0
-        cdef uint64_t *slot
-        cdef uint32_t w
-        cdef int64_t tries
-        with nogil:
-            for i in range(count):
-                n = first + i
-                tries = 0
-                while tries < spin_limit and not rtc_ring_has_room(&self.p):
-                    tries += 1
-                slot = <uint64_t *>rtc_ring_claim(&self.p)
-                if slot == NULL:
-                    continue
-                slot[0] = n
-                for w in range(1, size // 8):
-                    slot[w] = n * 0x9E3779B97F4A7C15ULL + w
-                rtc_ring_publish(&self.p)
-                ok += 1
-        return ok
-
-
-def verify_sequence(data, uint32_t record_size, uint64_t expect_first):
-    """Check records made by push_sequence: numbers strictly increasing from
-    expect_first with no gap (when nothing was dropped) and every word intact.
-    Returns (count, last_number or None, gaps, corrupt)."""
-    cdef const uint8_t[::1] view = memoryview(data).cast("B")
-    cdef Py_ssize_t count = view.shape[0] // record_size, i
-    cdef const uint64_t *rec
-    cdef uint64_t expect = expect_first, gaps = 0, corrupt = 0, n = 0
-    cdef uint32_t w
-    with nogil:
-        for i in range(count):
-            rec = <const uint64_t *>&view[i * record_size]
-            n = rec[0]
-            if n != expect:
-                if n < expect:
-                    corrupt += 1
-                else:
-                    gaps += 1
-            for w in range(1, record_size // 8):
-                if rec[w] != n * 0x9E3779B97F4A7C15ULL + w:
-                    corrupt += 1
-                    break
-            expect = n + 1
-    return count, (expect - 1 if count else None), gaps, corrupt
-
 
 def ring_counters(buf, str name):
     """(head, tail, pushed, dropped, capacity) of a ring."""
@@ -245,26 +214,34 @@ def ring_counters(buf, str name):
 cdef extern from "rtcore/rtsys.h" nogil:
     uint64_t rtc_load_u64(const uint64_t *p)
     void rtc_store_u64(uint64_t *p, uint64_t v)
-    void rtc_store_u32(uint32_t *p, uint32_t v)
-    void rtc_store_i64(int64_t *p, int64_t v)
+
+
+INBOUND = RTC_CKPT_SLOTS  # slot number naming the inbound (replicated) slot
+
+
+cdef rtc_ckpt_slot *slot_ptr(rtc_segment *seg, uint32_t slot) except NULL:
+    if slot == RTC_CKPT_SLOTS:
+        return &seg.inbound
+    if slot > RTC_CKPT_SLOTS:
+        raise ValueError(f"slot {slot} out of range (0..{RTC_CKPT_SLOTS - 1}, "
+                         f"or {RTC_CKPT_SLOTS} for the inbound slot)")
+    return &seg.ckpt[slot]
 
 
 def read_checkpoint(buf, uint32_t slot, int attempts=64):
-    """Read one slot consistently. Returns (result, meta, state_bytes) where
-    result is 'ok', 'empty', 'busy' or 'corrupt'."""
-    cdef rtc_segment *seg = segment_ptr(buf)
-    if slot >= RTC_CKPT_SLOTS:
-        raise ValueError(f"slot {slot} out of range (0..{RTC_CKPT_SLOTS - 1})")
+    """Read one slot (INBOUND: the inbound slot) consistently. Returns
+    (result, meta, state_bytes), result 'ok', 'empty', 'busy' or 'corrupt'."""
+    cdef rtc_ckpt_slot *src = slot_ptr(segment_ptr(buf), slot)
     out = bytearray(sizeof(rtc_ckpt_slot))
     cdef uint8_t[::1] view = out
     cdef rtc_ckpt_slot *copy = <rtc_ckpt_slot *>&view[0]
     cdef int rc
     with nogil:
-        rc = rtc_ckpt_read(&seg.ckpt[slot], copy, attempts)
+        rc = rtc_ckpt_read(src, copy, attempts)
     meta = {
         "slot": slot, "seq": copy.seq, "cycle": copy.cycle, "mono_ns": copy.mono_ns,
-        "epoch": copy.epoch, "task_id": copy.task_id, "state_size": copy.state_size,
-        "crc": copy.crc,
+        "epoch": copy.epoch, "origin": copy.origin, "flags": copy.flags,
+        "task_id": copy.task_id, "state_size": copy.state_size, "crc": copy.crc,
     }
     size = min(copy.state_size, RTC_CKPT_MAX)
     data = bytes(out[sizeof(rtc_ckpt_slot) - RTC_CKPT_MAX:][:size])
@@ -273,36 +250,17 @@ def read_checkpoint(buf, uint32_t slot, int attempts=64):
 
 
 def write_checkpoint(buf, uint32_t slot, uint64_t seq, uint64_t cycle, uint64_t epoch,
-                     uint32_t task_id, state):
-    """Write a slot the way the RT loop does (tests and standbys' shadow copies)."""
-    cdef rtc_segment *seg = segment_ptr(buf)
+                     uint32_t task_id, state, uint64_t origin=0, uint32_t flags=0):
+    """Write a slot the way the RT loop does: a restore file into a segment
+    before start-up, or (slot INBOUND) a primary's replicated checkpoint for
+    a standby's loop to adopt."""
+    cdef rtc_ckpt_slot *dst = slot_ptr(segment_ptr(buf), slot)
     cdef const uint8_t[::1] view = memoryview(state).cast("B")
-    if slot >= RTC_CKPT_SLOTS:
-        raise ValueError(f"slot {slot} out of range (0..{RTC_CKPT_SLOTS - 1})")
     if view.shape[0] > RTC_CKPT_MAX or view.shape[0] == 0:
         raise ValueError(f"state must be 1..{RTC_CKPT_MAX} bytes")
     with nogil:
-        rtc_ckpt_write(&seg.ckpt[slot], seq, cycle, mono_ns(), epoch, task_id,
+        rtc_ckpt_write(dst, seq, cycle, mono_ns(), epoch, origin, flags, task_id,
                        &view[0], view.shape[0])
-
-
-def hammer_checkpoint(buf, uint32_t slot, uint64_t first_seq, uint64_t count, uint32_t size):
-    """Rewrite one slot count times with a state whose every byte derives
-    from the sequence number, as fast as possible (torn-read tests)."""
-    cdef rtc_segment *seg = segment_ptr(buf)
-    cdef uint8_t state[16384]
-    cdef uint64_t i, s
-    cdef uint32_t b
-    if slot >= RTC_CKPT_SLOTS:
-        raise ValueError(f"slot {slot} out of range (0..{RTC_CKPT_SLOTS - 1})")
-    if size == 0 or size > RTC_CKPT_MAX:
-        raise ValueError(f"size must be 1..{RTC_CKPT_MAX}")
-    with nogil:
-        for i in range(count):
-            s = first_seq + i
-            for b in range(size):
-                state[b] = <uint8_t>(s + b)
-            rtc_ckpt_write(&seg.ckpt[slot], s, s, mono_ns(), 0, 0, state, size)
 
 
 def header_info(buf):
@@ -312,25 +270,102 @@ def header_info(buf):
             "segment_size": seg.header.segment_size, "owner_pid": seg.header.owner_pid}
 
 
-def write_control(buf, *, mode=None, active=None, epoch=None, lease_ns=None,
-                  lease_timeout_ns=None, log_level=None, trace_every=None):
-    """Set control-block fields (those given) and bump its generation. The
-    loop reads each field once per cycle; no field depends on another."""
+CONTROL_FIELDS = ("mode", "active", "epoch", "lease_ns", "lease_timeout_ns", "log_level",
+                  "sample_ppm", "node_id")
+
+
+def write_control(buf, **fields):
+    """Publish a change of the control-block fields given, as one: the loop
+    sees all of them or none (seqlock). ValueError names a bad field."""
     cdef rtc_control *c = &segment_ptr(buf).control
-    if mode is not None:
-        if mode not in (RTC_MODE_RUN, RTC_MODE_HOLD, RTC_MODE_SAFE, RTC_MODE_STOP):
-            raise ValueError(f"mode {mode} is not run, hold, safe or stop")
-        rtc_store_u32(&c.mode, mode)
-    if active is not None:
-        rtc_store_u32(&c.active, 1 if active else 0)
-    if epoch is not None:
-        rtc_store_u64(&c.epoch, epoch)
-    if lease_timeout_ns is not None:
-        rtc_store_i64(&c.lease_timeout_ns, lease_timeout_ns)
-    if lease_ns is not None:
-        rtc_store_i64(&c.lease_ns, lease_ns)
-    if log_level is not None:
-        rtc_store_u32(&c.log_level, log_level)
-    if trace_every is not None:
-        rtc_store_u32(&c.trace_every, trace_every)
-    rtc_store_u64(&c.generation, c.generation + 1)
+    unknown = set(fields) - set(CONTROL_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown control field(s) {', '.join(sorted(unknown))}")
+    mode = fields.get("mode")
+    if mode is not None and mode not in (RTC_MODE_RUN, RTC_MODE_HOLD, RTC_MODE_SAFE,
+                                         RTC_MODE_STOP):
+        raise ValueError(f"mode {mode} is not run, hold, safe or stop")
+    ppm = fields.get("sample_ppm")
+    if ppm is not None and not 0 <= ppm <= RTC_SAMPLE_PPM_ALL:
+        raise ValueError(f"sample_ppm {ppm} is out of range 0..{RTC_SAMPLE_PPM_ALL}")
+    cdef rtc_control new
+    new = c[0]
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name == "mode":
+            new.mode = value
+        elif name == "active":
+            new.active = 1 if value else 0
+        elif name == "epoch":
+            new.epoch = value
+        elif name == "lease_ns":
+            new.lease_ns = value
+        elif name == "lease_timeout_ns":
+            new.lease_timeout_ns = value
+        elif name == "log_level":
+            new.log_level = value
+        elif name == "sample_ppm":
+            new.sample_ppm = value
+        elif name == "node_id":
+            new.node_id = value
+    cdef uint64_t odd
+    with nogil:
+        odd = rtc_seq_begin(&c.seq)
+        new.seq = odd
+        memcpy(c, &new, sizeof(rtc_control))
+        rtc_seq_end(&c.seq, odd)
+
+
+def renew_lease(buf):
+    """Stamp the lease with now (CLOCK_MONOTONIC); returns the stamp."""
+    cdef rtc_control *c = &segment_ptr(buf).control
+    cdef uint64_t odd
+    cdef int64_t now
+    with nogil:
+        now = mono_ns()
+        odd = rtc_seq_begin(&c.seq)
+        c.lease_ns = now
+        rtc_seq_end(&c.seq, odd)
+    return now
+
+
+def read_control(buf):
+    """A consistent copy of the control block as a dict."""
+    cdef rtc_control *c = &segment_ptr(buf).control
+    cdef rtc_control copy
+    cdef uint64_t seen
+    cdef int rc = -1
+    while rc != 0:
+        with nogil:
+            rc = rtc_seq_copy(c, &copy, sizeof(rtc_control), &seen)
+    return {"seq": seen, "mode": copy.mode, "active": copy.active, "epoch": copy.epoch,
+            "lease_ns": copy.lease_ns, "lease_timeout_ns": copy.lease_timeout_ns,
+            "log_level": copy.log_level, "sample_ppm": copy.sample_ppm,
+            "node_id": copy.node_id}
+
+
+def anchor_clock(buf):
+    """Refresh the segment's (monotonic, realtime) anchor from a tight bracket."""
+    cdef rtc_clock *k = &segment_ptr(buf).clock
+    with nogil:
+        rtc_clock_anchor(k)
+
+
+def read_clock(buf):
+    """(mono_ns, real_ns, bracket_ns) of the segment's clock anchor."""
+    cdef rtc_clock *k = &segment_ptr(buf).clock
+    cdef rtc_clock copy
+    cdef uint64_t seen
+    cdef int rc = -1
+    while rc != 0:
+        with nogil:
+            rc = rtc_seq_copy(k, &copy, sizeof(rtc_clock), &seen)
+    return copy.mono_ns, copy.real_ns, copy.bracket_ns
+
+
+def clock_sample():
+    """A fresh (mono_ns, real_ns, bracket_ns) pair, as the anchor takes it."""
+    cdef int64_t mono, real, width
+    rtc_clock_sample(&mono, &real, &width)
+    return mono, real, width

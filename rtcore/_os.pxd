@@ -65,6 +65,7 @@ cdef extern from "<numaif.h>" nogil:
 
 cdef extern from "<errno.h>" nogil:
     int ENOTSUP
+    int ESTALE
 
 
 cdef extern from "<stdlib.h>" nogil:

@@ -11,20 +11,24 @@ from __future__ import annotations
 import numpy as np
 
 MAGIC = 0x313045524F435452  # "RTCORE01" little-endian
-ABI_VERSION = 1
+ABI_VERSION = 2
 CACHELINE = 64
 
 LOG_RING_CAP = 4096
 SPAN_RING_CAP = 4096
 EVENT_RING_CAP = 1024
 CMD_RING_CAP = 256
+JOURNAL_RING_CAP = 64
 CKPT_SLOTS = 4
 CKPT_MAX = 16384
 STRINGS_MAX = 256
-STRING_LEN = 96
+STRING_LEN = 128
 HIST_BUCKETS = 640
 LOG_ARGS = 8
-CMD_ARGS = 10
+SPAN_ATTRS = 6
+CMD_ARGS = 9
+SAMPLE_PPM_ALL = 1_000_000
+NO_STRING = 0xFFFF
 TEXT_LEN = 512
 
 
@@ -42,11 +46,12 @@ LOG_REC = _struct(
         ("level", "u1"),
         ("nargs", "u1"),
         ("float_mask", "u1"),
-        ("_pad0", "u1", (3,)),
+        ("trace_flags", "u1"),
+        ("_pad0", "u1", (2,)),
         ("tid", "<u4"),
-        ("_pad1", "<u4"),
+        ("repeats", "<u4"),
         ("args", "<i8", (LOG_ARGS,)),
-        ("_pad2", "u1", (8,)),
+        ("_pad1", "u1", (8,)),
     ]
 )
 
@@ -59,9 +64,15 @@ SPAN_REC = _struct(
         ("end_ns", "<i8"),
         ("cycle", "<u8"),
         ("name_id", "<u2"),
+        ("status_msg_id", "<u2"),
+        ("kind", "u1"),
         ("status", "u1"),
         ("flags", "u1"),
-        ("_pad0", "<u4"),
+        ("nattrs", "u1"),
+        ("attr_key", "<u2", (SPAN_ATTRS,)),
+        ("attr_float_mask", "u1"),
+        ("_pad0", "u1", (3,)),
+        ("attrs", "<i8", (SPAN_ATTRS,)),
     ]
 )
 
@@ -70,7 +81,8 @@ EVENT_REC = _struct(
         ("ts_ns", "<i8"),
         ("cycle", "<u8"),
         ("kind", "<u2"),
-        ("_pad0", "<u2"),
+        ("trace_flags", "u1"),
+        ("_pad0", "u1"),
         ("_pad1", "<u4"),
         ("trace_id", "u1", (16,)),
         ("span_id", "u1", (8,)),
@@ -84,11 +96,26 @@ CMD_REC = _struct(
         ("seq", "<u8"),
         ("kind", "<u2"),
         ("nargs", "<u2"),
-        ("_pad0", "<u4"),
+        ("trace_flags", "u1"),
+        ("_pad0", "u1", (3,)),
         ("trace_id", "u1", (16,)),
         ("span_id", "u1", (8,)),
         ("job_id", "<u8"),
+        ("epoch", "<u8"),
         ("args", "<f8", (CMD_ARGS,)),
+    ]
+)
+
+JOURNAL_REC = _struct(
+    [
+        ("kind", "<u4"),
+        ("pid", "<i4"),
+        ("epoch", "<u8"),
+        ("cycle", "<u8"),
+        ("mono_ns", "<i8"),
+        ("real_ns", "<i8"),
+        ("cycles", "<u8"),
+        ("_pad0", "u1", (16,)),
     ]
 )
 
@@ -126,17 +153,28 @@ HEADER = _struct(
     ]
 )
 
+CLOCK = _struct(
+    [
+        ("seq", "<u8"),
+        ("mono_ns", "<i8"),
+        ("real_ns", "<i8"),
+        ("bracket_ns", "<i8"),
+        ("_pad0", "u1", (CACHELINE - 32,)),
+    ]
+)
+
 CONTROL = _struct(
     [
+        ("seq", "<u8"),
         ("mode", "<u4"),
         ("active", "<u4"),
         ("epoch", "<u8"),
         ("lease_ns", "<i8"),
         ("lease_timeout_ns", "<i8"),
         ("log_level", "<u4"),
-        ("trace_every", "<u4"),
-        ("generation", "<u8"),
-        ("_pad0", "u1", (CACHELINE - 48,)),
+        ("sample_ppm", "<u4"),
+        ("node_id", "<u8"),
+        ("_pad0", "u1", (CACHELINE - 56,)),
     ]
 )
 
@@ -172,6 +210,22 @@ STATUS = _struct(
         ("last_cmd_seq", "<u8"),
         ("epoch", "<u8"),
         ("task_rc", "<i8"),
+        ("cmds_stale", "<u8"),
+        ("control_torn", "<u8"),
+        ("faults_suppressed", "<u8"),
+        ("spans_dropped", "<u8"),
+        ("adopted_seq", "<u8"),
+        ("adopted_cycle", "<u8"),
+        ("adopted_count", "<u8"),
+        ("inbound_refused", "<u8"),
+        ("actuated_cycles", "<u8"),
+        ("act_epoch", "<u8"),
+        ("act_first_cycle", "<u8"),
+        ("act_first_mono_ns", "<i8"),
+        ("act_first_real_ns", "<i8"),
+        ("act_last_cycle", "<u8"),
+        ("act_last_mono_ns", "<i8"),
+        ("act_interval_cycles", "<u8"),
         ("cpu_mask", "<u8"),
         ("wake_hist", "<u8", (HIST_BUCKETS,)),
         ("exec_hist", "<u8", (HIST_BUCKETS,)),
@@ -196,10 +250,11 @@ CKPT_SLOT = _struct(
         ("cycle", "<u8"),
         ("mono_ns", "<i8"),
         ("epoch", "<u8"),
+        ("origin", "<u8"),
         ("task_id", "<u4"),
         ("state_size", "<u4"),
+        ("flags", "<u4"),
         ("crc", "<u4"),
-        ("_pad0", "u1", (CACHELINE - 52,)),
         ("data", "u1", (CKPT_MAX,)),
     ]
 )
@@ -207,14 +262,17 @@ CKPT_SLOT = _struct(
 SEGMENT = _struct(
     [
         ("header", HEADER),
+        ("clock", CLOCK),
         ("control", CONTROL),
         ("status", STATUS),
         ("strings", STRINGS),
         ("ckpt", CKPT_SLOT, (CKPT_SLOTS,)),
+        ("inbound", CKPT_SLOT),
         ("log_ring", _ring(LOG_REC, LOG_RING_CAP)),
         ("span_ring", _ring(SPAN_REC, SPAN_RING_CAP)),
         ("event_ring", _ring(EVENT_REC, EVENT_RING_CAP)),
         ("cmd_ring", _ring(CMD_REC, CMD_RING_CAP)),
+        ("journal_ring", _ring(JOURNAL_REC, JOURNAL_RING_CAP)),
     ]
 )
 
@@ -224,7 +282,7 @@ from rtcore.enums import (  # noqa: E402,F401
     CMD_TASK,
     DEGRADED_BITS,
     EV_ACTUATING,
-    EV_CHECKPOINT,
+    EV_ADOPTED,
     EV_CMD_ACK,
     EV_DEADLINE_MISS,
     EV_STARTED,
@@ -245,4 +303,5 @@ RINGS = {
     "span": ("span_ring", SPAN_REC),
     "event": ("event_ring", EVENT_REC),
     "cmd": ("cmd_ring", CMD_REC),
+    "journal": ("journal_ring", JOURNAL_REC),
 }

@@ -25,9 +25,11 @@ PM_QOS_PATH = "/dev/cpu_dma_latency"
 # flag -> control-block field it sets
 CONTROL_FLAGS = {
     "log_level": "log_level",
-    "trace_every": "trace_every",
-    "standby": "active",
+    "trace_ratio": "sample_ppm",
+    "role": "active",
+    "epoch": "epoch",
     "lease_timeout_ms": "lease_timeout_ns",
+    "node_id": "node_id",
 }
 # The PM QoS request lasts while the file stays open: keep it for the process's life.
 _pm_qos_file = None
@@ -64,9 +66,11 @@ class RtConfig:
     keep_shm: bool = False
     cycles: int = 0
     log_level: str = "INFO"
-    trace_every: int = 0
-    standby: bool = False
+    trace_ratio: float = 0.0
+    role: str = "standby"  # standby | active | unleased (active with no lease: standalone)
+    epoch: int = 0
     lease_timeout_ms: int = 0
+    node_id: int = 0
     given: set[str] = field(default_factory=set)  # control-block flags given explicitly
 
     def validate(self) -> None:
@@ -88,10 +92,17 @@ class RtConfig:
             raise ConfigError("--ckpt-every must be 0 (off) or a positive number of cycles")
         if self.cycles < 0:
             raise ConfigError("--cycles must be 0 (run until stopped) or positive")
-        if self.trace_every < 0:
-            raise ConfigError("--trace-every must be 0 (off) or a positive number of cycles")
+        if not 0.0 <= self.trace_ratio <= 1.0:
+            raise ConfigError(f"--trace-ratio {self.trace_ratio} is out of range: use 0..1")
         if self.lease_timeout_ms < 0:
             raise ConfigError("--lease-timeout-ms must be 0 (no lease) or positive")
+        if self.role == "active" and self.lease_timeout_ms == 0:
+            raise ConfigError(
+                "--active needs --lease-timeout-ms > 0 (the control plane's lease); "
+                "to actuate with no control plane use --actuate-without-lease"
+            )
+        if self.epoch < 0 or self.node_id < 0:
+            raise ConfigError("--epoch and --node-id must be 0 or positive")
         if self.log_level not in LEVELS:
             raise ConfigError(f"--log-level {self.log_level!r} is unknown: use {', '.join(LEVELS)}")
         try:
@@ -173,16 +184,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Control-block settings: applied to a new segment, and to a resumed one
     # only when given (a resumed segment keeps what its control plane set).
+    # A new segment fails closed: it does not actuate until told to.
     p.add_argument("--log-level", help="lowest level the loop records (INFO)")
-    p.add_argument("--trace-every", type=int, help="record spans every N cycles (0: off)")
     p.add_argument(
-        "--standby", action="store_true", default=None, help="start in shadow mode (no actuation)"
+        "--trace-ratio", type=float, help="share of cycles traced, 0..1 (0: off; late cycles always)"
     )
+    role = p.add_mutually_exclusive_group()
+    role.add_argument(
+        "--standby",
+        dest="role",
+        action="store_const",
+        const="standby",
+        help="shadow mode: compute on replicated state, drive no outputs (the default)",
+    )
+    role.add_argument(
+        "--active",
+        dest="role",
+        action="store_const",
+        const="active",
+        help="drive outputs while the control plane renews its lease (needs --lease-timeout-ms)",
+    )
+    role.add_argument(
+        "--actuate-without-lease",
+        dest="role",
+        action="store_const",
+        const="unleased",
+        help="drive outputs with no control plane watching: standalone runs only",
+    )
+    p.add_argument("--epoch", type=int, help="fencing epoch of this node (0)")
     p.add_argument(
         "--lease-timeout-ms",
         type=int,
-        help="stop actuating when the control plane's lease is older than this (0: no lease)",
+        help="stop actuating when the control plane's lease is older than this",
     )
+    p.add_argument("--node-id", type=int, help="origin id written into this RT's checkpoints")
     return p
 
 
@@ -209,9 +244,11 @@ def config_from_args(argv: list[str] | None) -> RtConfig:
         keep_shm=a.keep_shm,
         cycles=a.cycles,
         log_level=(a.log_level or "INFO").upper(),
-        trace_every=a.trace_every or 0,
-        standby=bool(a.standby),
+        trace_ratio=a.trace_ratio or 0.0,
+        role=a.role or "standby",
+        epoch=a.epoch or 0,
         lease_timeout_ms=a.lease_timeout_ms or 0,
+        node_id=a.node_id or 0,
         given={n for n in CONTROL_FLAGS if getattr(a, n) is not None},
     )
 
@@ -245,7 +282,15 @@ def load_restore_file(path: str, seg: Segment) -> None:
         return
     slot = meta["seq"] % _core.CKPT_SLOTS
     _core.write_checkpoint(
-        seg.buf, slot, meta["seq"], meta["cycle"], meta["epoch"], meta["task_id"], data
+        seg.buf,
+        slot,
+        meta["seq"],
+        meta["cycle"],
+        meta["epoch"],
+        meta["task_id"],
+        data,
+        origin=meta.get("origin", 0),
+        flags=meta.get("flags", 0),
     )
 
 
@@ -288,11 +333,16 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
     rt.intern_strings()
     values: dict[str, Any] = {  # what each flag writes into its control-block field
         "log_level": LEVELS[cfg.log_level],
-        "trace_every": cfg.trace_every,
-        "standby": not cfg.standby,  # field `active`
+        "trace_ratio": round(cfg.trace_ratio * 1_000_000),
+        "role": cfg.role != "standby",  # field `active`
+        "epoch": cfg.epoch,
         "lease_timeout_ms": cfg.lease_timeout_ms * 1_000_000,  # field in ns
+        "node_id": cfg.node_id,
     }
     chosen = {CONTROL_FLAGS[n]: v for n, v in values.items() if seg.created or n in cfg.given}
+    if cfg.role == "unleased" and "role" in cfg.given:
+        chosen["lease_timeout_ns"] = 0
+        warn("actuating without a control-plane lease (--actuate-without-lease)")
     if chosen:
         _core.write_control(seg.buf, **chosen)
 
@@ -337,7 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg.validate()
         seg = open_segment(cfg)
         rt, restored = set_up(cfg, seg)
-        resumed = f"checkpoint {restored[0]} (cycle {restored[1]})" if restored else "a fresh state"
+        resumed = (
+            f"checkpoint {restored[0]} (cycle {restored[1]}, epoch {restored[2]})"
+            if restored
+            else "a fresh state"
+        )
         print(
             f"rtcore: pid {os.getpid()} running on {cfg.shm} from {resumed}, "
             f"period {cfg.period_us} us",

@@ -1,4 +1,12 @@
-"""Turn the binary ring records of a segment into dicts the control plane uses."""
+"""Turn the binary ring records of a segment into what the control plane uses.
+
+Draining is bulk: one call moves every pending record of a ring into a
+numpy structured array (at most two memcpy), and the columns the control
+plane needs (wall-clock times, levels, ids) are computed over the whole
+array at once. Turning records into dicts (rendered messages, typed fields,
+span attributes) is the only per-record step, and only consumers that need
+dicts pay for it.
+"""
 
 from __future__ import annotations
 
@@ -6,118 +14,281 @@ from typing import Any
 
 import numpy as np
 
-from rtcore import _core, layout
+from rtcore import _core, layout, templates
+from rtcore.clock import Clock
+from rtcore.enums import JOURNAL_END, JOURNAL_START, SPAN_KINDS, SPAN_STATUS, TRACE_SAMPLED
 
 LEVEL_NAMES = {v: k for k, v in layout.LEVELS.items()}
 EVENT_NAMES = {
     layout.EV_STARTED: "started",
     layout.EV_STATE: "state",
     layout.EV_DEADLINE_MISS: "deadline_miss",
-    layout.EV_CHECKPOINT: "checkpoint",
     layout.EV_CMD_ACK: "command_ack",
     layout.EV_ACTUATING: "actuating",
+    layout.EV_ADOPTED: "adopted",
 }
-SPAN_STATUS = {0: "unset", 1: "ok", 2: "error"}
+_LEVEL_TABLE = np.array([LEVEL_NAMES.get(i, str(i)) for i in range(256)], dtype=object)
 
 
-def hex_id(raw: np.ndarray) -> str | None:
-    b = bytes(raw)
-    return b.hex() if any(b) else None
+def hex_ids(raw: np.ndarray) -> list[str | None]:
+    """Hex strings of a column of ids (n x 8 or n x 16 bytes), None for all-zero ids."""
+    n, width = raw.shape
+    flat = np.ascontiguousarray(raw).tobytes()
+    nonzero = raw.any(axis=1).tolist()
+    return [
+        flat[i * width : (i + 1) * width].hex() if nz else None for i, nz in enumerate(nonzero)
+    ]
 
 
-class Decoder:
-    """Decodes records against a segment's interned string table."""
+def typed_args(args: np.ndarray, mask: np.ndarray, nargs: np.ndarray) -> list[list[int | float]]:
+    """Each record's arguments as Python ints or floats, by its float mask."""
+    ints = args.tolist()
+    floats = args.view("<f8").tolist()
+    out = []
+    for i, (m, n) in enumerate(zip(mask.tolist(), nargs.tolist(), strict=True)):
+        row_i, row_f = ints[i], floats[i]
+        out.append([row_f[k] if m >> k & 1 else row_i[k] for k in range(n)])
+    return out
+
+
+class Strings:
+    """A segment's interned string table: templates (parsed once) and names."""
 
     def __init__(self, buf: Any) -> None:
         self._buf = buf
-        self._strings: list[str] = []
-        self.reload_strings()
+        self._text: list[str] = []
+        self._templates: dict[int, templates.Template | None] = {}
+        self.reload()
 
-    def reload_strings(self) -> None:
+    def reload(self) -> None:
         """Re-read the table (a restarted RT process may intern a new task's)."""
         view = np.ndarray(shape=(), dtype=layout.SEGMENT, buffer=self._buf)
         table = view["strings"]
         count = int(table["count"])
-        self._strings = [bytes(table["text"][i]).decode(errors="replace") for i in range(count)]
+        self._text = [bytes(table["text"][i]).decode(errors="replace") for i in range(count)]
+        self._templates = {}
 
-    def string(self, idx: int) -> str:
-        if idx >= len(self._strings):
-            self.reload_strings()
-        return self._strings[idx] if idx < len(self._strings) else f"<string {idx}>"
+    def text(self, idx: int) -> str:
+        if idx >= len(self._text):
+            self.reload()
+        return self._text[idx] if idx < len(self._text) else f"<string {idx}>"
 
-    def log(self, rec: np.void) -> dict[str, Any]:
-        nargs = int(rec["nargs"])
-        raw = rec["args"][:nargs]
-        mask = int(rec["float_mask"])
-        args: list[int | float] = [
-            float(raw[i : i + 1].view("<f8")[0]) if mask >> i & 1 else int(raw[i])
-            for i in range(nargs)
-        ]
-        template = self.string(int(rec["template_id"]))
-        try:
-            message = template.format(*args)
-        except (IndexError, ValueError):
-            message = f"{template} {args}"
-        return {
-            "ts_ns": int(rec["ts_ns"]),
-            "cycle": int(rec["cycle"]),
-            "level": LEVEL_NAMES.get(int(rec["level"]), str(int(rec["level"]))),
-            "message": message,
-            "template_id": int(rec["template_id"]),
-            "args": args,
-            "tid": int(rec["tid"]),
-            "trace_id": hex_id(rec["trace_id"]),
-            "span_id": hex_id(rec["span_id"]),
+    def name(self, idx: int) -> str | None:
+        return None if idx == layout.NO_STRING else self.text(idx)
+
+    def template(self, idx: int) -> templates.Template | None:
+        if idx not in self._templates:
+            try:
+                self._templates[idx] = templates.parse(self.text(idx), layout.LOG_ARGS)
+            except templates.TemplateError:
+                self._templates[idx] = None
+        return self._templates[idx]
+
+    def render(self, idx: int, args: list[int | float]) -> tuple[str, dict[str, int | float]]:
+        """(message, {field: value}) of a log record."""
+        tpl = self.template(idx)
+        if tpl is None:
+            text = self.text(idx)
+            return f"{text} {args}", {f"arg{i}": v for i, v in enumerate(args)}
+        return tpl.render(args), dict(zip(tpl.fields, args, strict=False))
+
+
+class Batch:
+    """Records drained from one ring, as a structured array plus wall times."""
+
+    def __init__(self, ring: str, recs: np.ndarray, wall_offset_ns: int) -> None:
+        self.ring = ring
+        self.recs = recs
+        self.wall_offset_ns = wall_offset_ns
+
+    def __len__(self) -> int:
+        return len(self.recs)
+
+    def wall_ns(self, column: str = "ts_ns") -> np.ndarray:
+        """A monotonic column converted to wall-clock nanoseconds."""
+        return self.recs[column] + self.wall_offset_ns
+
+    def levels(self) -> np.ndarray:
+        return _LEVEL_TABLE[self.recs["level"]]
+
+
+class Decoder:
+    """Builds dicts from drained batches against a segment's string table."""
+
+    def __init__(self, buf: Any) -> None:
+        self.strings = Strings(buf)
+
+    def reload_strings(self) -> None:
+        self.strings.reload()
+
+    def logs(self, batch: Batch) -> list[dict[str, Any]]:
+        r = batch.recs
+        if len(r) == 0:
+            return []
+        args = typed_args(r["args"], r["float_mask"], r["nargs"])
+        traces, spans = hex_ids(r["trace_id"]), hex_ids(r["span_id"])
+        out = []
+        cols = zip(
+            batch.wall_ns().tolist(),
+            r["ts_ns"].tolist(),
+            r["cycle"].tolist(),
+            batch.levels().tolist(),
+            r["template_id"].tolist(),
+            r["tid"].tolist(),
+            r["repeats"].tolist(),
+            r["trace_flags"].tolist(),
+            strict=True,
+        )
+        for i, (wall, mono, cycle, level, tpl, tid, repeats, flags) in enumerate(cols):
+            message, fields = self.strings.render(tpl, args[i])
+            out.append(
+                {
+                    "time_ns": wall,
+                    "ts_ns": mono,
+                    "cycle": cycle,
+                    "level": level,
+                    "message": message,
+                    "fields": fields,
+                    "template_id": tpl,
+                    "template": self.strings.text(tpl),
+                    "args": args[i],
+                    "repeats": repeats,
+                    "tid": tid,
+                    "trace_id": traces[i],
+                    "span_id": spans[i],
+                    "sampled": bool(flags & TRACE_SAMPLED),
+                }
+            )
+        return out
+
+    def spans(self, batch: Batch) -> list[dict[str, Any]]:
+        r = batch.recs
+        if len(r) == 0:
+            return []
+        traces, ids, parents = (hex_ids(r[c]) for c in ("trace_id", "span_id", "parent_span_id"))
+        attrs = typed_args(r["attrs"], r["attr_float_mask"], r["nattrs"])
+        keys = r["attr_key"].tolist()
+        out = []
+        cols = zip(
+            batch.wall_ns("start_ns").tolist(),
+            batch.wall_ns("end_ns").tolist(),
+            r["start_ns"].tolist(),
+            r["end_ns"].tolist(),
+            r["cycle"].tolist(),
+            r["name_id"].tolist(),
+            r["status_msg_id"].tolist(),
+            r["kind"].tolist(),
+            r["status"].tolist(),
+            r["flags"].tolist(),
+            strict=True,
+        )
+        for i, (start, end, mono_start, mono_end, cycle, name, msg, kind, status, flags) in (
+            enumerate(cols)
+        ):
+            out.append(
+                {
+                    "name": self.strings.text(name),
+                    "trace_id": traces[i],
+                    "span_id": ids[i],
+                    "parent_span_id": parents[i],
+                    "start_time_ns": start,
+                    "end_time_ns": end,
+                    "start_ns": mono_start,
+                    "end_ns": mono_end,
+                    "cycle": cycle,
+                    "kind": SPAN_KINDS.get(kind, "internal"),
+                    "status": SPAN_STATUS.get(status, "unset"),
+                    "status_message": self.strings.name(msg),
+                    "attributes": {
+                        self.strings.text(k): v for k, v in zip(keys[i], attrs[i], strict=False)
+                    },
+                    "flags": flags,
+                }
+            )
+        return out
+
+    def events(self, batch: Batch) -> list[dict[str, Any]]:
+        r = batch.recs
+        if len(r) == 0:
+            return []
+        traces, spans = hex_ids(r["trace_id"]), hex_ids(r["span_id"])
+        out = []
+        cols = zip(
+            batch.wall_ns().tolist(),
+            r["ts_ns"].tolist(),
+            r["cycle"].tolist(),
+            r["kind"].tolist(),
+            r["a"].tolist(),
+            r["b"].tolist(),
+            r["trace_flags"].tolist(),
+            strict=True,
+        )
+        for i, (wall, mono, cycle, kind, a, b, flags) in enumerate(cols):
+            out.append(
+                {
+                    "kind": EVENT_NAMES.get(
+                        kind, f"task_{kind - layout.EV_TASK}" if kind >= layout.EV_TASK else str(kind)
+                    ),
+                    "kind_id": kind,
+                    "time_ns": wall,
+                    "ts_ns": mono,
+                    "cycle": cycle,
+                    "a": a,
+                    "b": b,
+                    "trace_id": traces[i],
+                    "span_id": spans[i],
+                    "sampled": bool(flags & TRACE_SAMPLED),
+                }
+            )
+        return out
+
+    def journal(self, batch: Batch) -> list[dict[str, Any]]:
+        return journal_dicts(batch.recs)
+
+
+def journal_dicts(recs: np.ndarray) -> list[dict[str, Any]]:
+    kinds = {JOURNAL_START: "start", JOURNAL_END: "end"}
+    return [
+        {
+            "kind": kinds.get(int(r["kind"]), str(int(r["kind"]))),
+            "pid": int(r["pid"]),
+            "epoch": int(r["epoch"]),
+            "cycle": int(r["cycle"]),
+            "mono_ns": int(r["mono_ns"]),
+            "real_ns": int(r["real_ns"]),
+            "cycles": int(r["cycles"]),
         }
-
-    def span(self, rec: np.void) -> dict[str, Any]:
-        return {
-            "name": self.string(int(rec["name_id"])),
-            "trace_id": hex_id(rec["trace_id"]),
-            "span_id": hex_id(rec["span_id"]),
-            "parent_span_id": hex_id(rec["parent_span_id"]),
-            "start_ns": int(rec["start_ns"]),
-            "end_ns": int(rec["end_ns"]),
-            "cycle": int(rec["cycle"]),
-            "status": SPAN_STATUS.get(int(rec["status"]), "unset"),
-            "flags": int(rec["flags"]),
-        }
-
-    def event(self, rec: np.void) -> dict[str, Any]:
-        kind = int(rec["kind"])
-        return {
-            "kind": EVENT_NAMES.get(
-                kind, f"task_{kind - layout.EV_TASK}" if kind >= layout.EV_TASK else str(kind)
-            ),
-            "kind_id": kind,
-            "ts_ns": int(rec["ts_ns"]),
-            "cycle": int(rec["cycle"]),
-            "a": int(rec["a"]),
-            "b": int(rec["b"]),
-            "trace_id": hex_id(rec["trace_id"]),
-            "span_id": hex_id(rec["span_id"]),
-        }
+        for r in recs
+    ]
 
 
 class Drainer:
-    """Takes records out of the RT→control-plane rings of one segment."""
+    """Takes records out of the RT→control-plane rings of one segment, in bulk."""
+
+    RINGS = ("log", "span", "event", "journal")
 
     def __init__(self, buf: Any) -> None:
         self.decoder = Decoder(buf)
-        self._readers = {name: _core.RingReader(buf, name) for name in ("log", "span", "event")}
+        self.clock = Clock(buf)
+        self._readers = {name: _core.RingReader(buf, name) for name in self.RINGS}
+        self._scratch = {
+            name: np.empty(
+                getattr(layout, f"{name.upper()}_RING_CAP"), dtype=layout.RINGS[name][1]
+            )
+            for name in self.RINGS
+        }
 
-    def drain(self, ring: str, max_records: int = 4096) -> list[dict[str, Any]]:
-        _, dtype = layout.RINGS[ring]
-        raw = self._readers[ring].pop(max_records)
-        recs = np.frombuffer(raw, dtype=dtype)
-        decode = getattr(self.decoder, ring)
-        return [decode(r) for r in recs]
+    def drain_batch(self, ring: str) -> Batch:
+        """Every record pending in ring now, as one batch (a copy)."""
+        scratch = self._scratch[ring]
+        n = self._readers[ring].pop_into(scratch)
+        return Batch(ring, scratch[:n].copy(), self.clock.offset_ns())
 
-    def drain_all(self, ring: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        while batch := self.drain(ring):
-            out.extend(batch)
-        return out
+    def drain(self, ring: str) -> list[dict[str, Any]]:
+        batch = self.drain_batch(ring)
+        return getattr(self.decoder, {"log": "logs", "span": "spans", "event": "events"}.get(
+            ring, ring
+        ))(batch)
 
 
 def command(
@@ -126,8 +297,10 @@ def command(
     seq: int,
     args: tuple[float, ...] = (),
     job_id: int = 0,
+    epoch: int = 0,
     trace_id: bytes = b"",
     span_id: bytes = b"",
+    sampled: bool = True,
 ) -> bytes:
     """One command record, ready for RingWriter(buf, 'cmd').push()."""
     if len(args) > layout.CMD_ARGS:
@@ -137,9 +310,11 @@ def command(
     rec["kind"] = kind
     rec["nargs"] = len(args)
     rec["job_id"] = job_id
+    rec["epoch"] = epoch
     rec["args"][: len(args)] = args
     if trace_id:
         rec["trace_id"] = np.frombuffer(trace_id, dtype="u1")
+        rec["trace_flags"] = TRACE_SAMPLED if sampled else 0
     if span_id:
         rec["span_id"] = np.frombuffer(span_id, dtype="u1")
     return rec.tobytes()

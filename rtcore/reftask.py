@@ -35,6 +35,7 @@ STATE = np.dtype(
         ("_pad0", "<u4"),
         ("job_id", "<u8"),
         ("steps", "<u8"),
+        ("outputs", "<u8"),
         ("job_steps", "<u8"),
         ("next_warn_cycle", "<u8"),
         ("job_time", "<f8"),
@@ -51,6 +52,7 @@ STATE = np.dtype(
         ("prev_err", "<f8", (MAX_JOINTS,)),
         ("setpoint", "<f8", (MAX_JOINTS,)),
         ("start_q", "<f8", (MAX_JOINTS,)),
+        ("u", "<f8", (MAX_JOINTS,)),
         ("wp", WAYPOINT, (MAX_WAYPOINTS,)),
     ]
 )

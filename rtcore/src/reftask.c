@@ -18,10 +18,15 @@
 #define WARN_EVERY_CYCLES 1000u
 
 static const char *const templates[] = {
-    [RTC_REFTASK_LOG_TRAJ_STARTED] = "trajectory {:.0f} started with {:.0f} waypoints",
-    [RTC_REFTASK_LOG_WAYPOINT_REACHED] = "waypoint {:.0f} of job {:.0f} reached",
-    [RTC_REFTASK_LOG_TRAJ_DONE] = "trajectory of job {:.0f} done in {:.0f} cycles",
-    [RTC_REFTASK_LOG_TRACKING_ERROR] = "tracking error {:.4f} rad on joint {:.0f} exceeds limit",
+    [RTC_REFTASK_LOG_TRAJ_STARTED] = "trajectory of job {job_id} started with {waypoints} waypoints",
+    [RTC_REFTASK_LOG_WAYPOINT_REACHED] = "waypoint {waypoint} of job {job_id} reached",
+    [RTC_REFTASK_LOG_TRAJ_DONE] = "trajectory of job {job_id} done in {steps} cycles",
+    [RTC_REFTASK_LOG_TRACKING_ERROR] = "tracking error {error_rad:.4f} rad on joint {joint} exceeds limit",
+};
+
+static const char *const names[] = {
+    [RTC_REFTASK_SPAN_TRACK] = "reftask.track",
+    [RTC_REFTASK_ATTR_MAX_ERROR] = "max_error_rad",
 };
 
 /* ---- params (init only) ---- */
@@ -133,10 +138,10 @@ static double clamp(double x, double lim)
     return x > lim ? lim : x < -lim ? -lim : x;
 }
 
-static void log_rec(const rtc_task_api *api, uint32_t level, uint32_t tmpl, double a, double b)
+static void log_ints(const rtc_task_api *api, uint32_t level, uint32_t tmpl, int64_t a, int64_t b)
 {
-    const double args[2] = {a, b};
-    api->log(api->rt, level, tmpl, 2, args);
+    const rtc_arg args[2] = {rtc_int(a), rtc_int(b)};
+    api->log(api->rt, level, tmpl, 2, args, 0);
 }
 
 /* Copies all slots, unused joints included (they stay zero): a fixed-size
@@ -206,7 +211,7 @@ static int traj_start(rtc_reftask_state *s, const rtc_cmd_rec *cmd, const rtc_ta
     s->cursor = 0;
     s->traj_state = RTC_REFTASK_TRAJ_RUNNING;
     api->event(api->rt, RTC_REFTASK_EV_TRAJ_STARTED, (int64_t)s->job_id, s->n_waypoints);
-    log_rec(api, RTC_LEVEL_INFO, RTC_REFTASK_LOG_TRAJ_STARTED, (double)s->job_id, s->n_waypoints);
+    log_ints(api, RTC_LEVEL_INFO, RTC_REFTASK_LOG_TRAJ_STARTED, (int64_t)s->job_id, s->n_waypoints);
     return 0;
 }
 
@@ -247,24 +252,30 @@ static int ref_command(void *state, const rtc_cmd_rec *cmd, const rtc_task_api *
 
 /* ---- step ---- */
 
-static void traj_advance(rtc_reftask_state *s, double dt, const rtc_task_api *api)
+static void traj_advance(rtc_reftask_state *s, const rtc_cycle_info *info,
+                         const rtc_task_api *api)
 {
-    s->job_time += dt;
+    s->job_time += info->dt;
     s->job_steps++;
     /* A coarse dt can pass several waypoints in one cycle; report each. */
     while (s->cursor < s->n_waypoints && s->job_time >= s->wp[s->cursor].t) {
-        api->event(api->rt, RTC_REFTASK_EV_WAYPOINT_REACHED, (int64_t)s->job_id, s->cursor);
-        log_rec(api, RTC_LEVEL_INFO, RTC_REFTASK_LOG_WAYPOINT_REACHED, s->cursor,
-                (double)s->job_id);
+        if (info->actuate) {
+            api->event(api->rt, RTC_REFTASK_EV_WAYPOINT_REACHED, (int64_t)s->job_id, s->cursor);
+            log_ints(api, RTC_LEVEL_INFO, RTC_REFTASK_LOG_WAYPOINT_REACHED, s->cursor,
+                     (int64_t)s->job_id);
+        }
         s->cursor++;
     }
 
     if (s->cursor == s->n_waypoints) {
         copy_joints(s->setpoint, s->wp[s->n_waypoints - 1].q);
         s->traj_state = RTC_REFTASK_TRAJ_DONE;
-        api->event(api->rt, RTC_REFTASK_EV_TRAJ_DONE, (int64_t)s->job_id, (int64_t)s->job_steps);
-        log_rec(api, RTC_LEVEL_INFO, RTC_REFTASK_LOG_TRAJ_DONE, (double)s->job_id,
-                (double)s->job_steps);
+        if (info->actuate) {
+            api->event(api->rt, RTC_REFTASK_EV_TRAJ_DONE, (int64_t)s->job_id,
+                       (int64_t)s->job_steps);
+            log_ints(api, RTC_LEVEL_INFO, RTC_REFTASK_LOG_TRAJ_DONE, (int64_t)s->job_id,
+                     (int64_t)s->job_steps);
+        }
         return;
     }
 
@@ -276,10 +287,12 @@ static void traj_advance(rtc_reftask_state *s, double dt, const rtc_task_api *ap
         s->setpoint[j] = from[j] + a * (to->q[j] - from[j]);
 }
 
+/* PID: the torques for output(); the plant is not touched here. */
 static void track(rtc_reftask_state *s, const rtc_cycle_info *info, const rtc_task_api *api)
 {
     double dt = info->dt, worst = 0.0;
     uint32_t worst_j = 0;
+    int span = api->span_begin(api->rt, RTC_REFTASK_SPAN_TRACK);
 
     for (uint32_t j = 0; j < s->n_joints; j++) {
         double e = s->setpoint[j] - s->q[j];
@@ -289,28 +302,31 @@ static void track(rtc_reftask_state *s, const rtc_cycle_info *info, const rtc_ta
          * error pulls it back, and never beyond what umax can deliver. */
         if (fabs(u) < s->umax || (u > 0.0) != (e > 0.0))
             s->integ[j] = clamp(s->integ[j] + s->ki * e * dt, s->umax);
-        plant(s, j, clamp(u, s->umax), dt);
+        s->u[j] = clamp(u, s->umax);
         if (fabs(e) > fabs(worst)) {
             worst = e;
             worst_j = j;
         }
     }
+    api->span_attr(api->rt, span, RTC_REFTASK_ATTR_MAX_ERROR, rtc_float(fabs(worst)), 1);
+    api->span_end(api->rt, span, RTC_STATUS_OK, -1);
 
-    if (fabs(worst) > s->errlim && info->cycle >= s->next_warn_cycle) {
-        log_rec(api, RTC_LEVEL_WARN, RTC_REFTASK_LOG_TRACKING_ERROR, worst, worst_j);
+    if (info->actuate && fabs(worst) > s->errlim && info->cycle >= s->next_warn_cycle) {
+        const rtc_arg args[2] = {rtc_float(worst), rtc_int(worst_j)};
+        api->log(api->rt, RTC_LEVEL_WARN, RTC_REFTASK_LOG_TRACKING_ERROR, 2, args, 1u << 0);
         s->next_warn_cycle = info->cycle + WARN_EVERY_CYCLES;
     }
 }
 
 /* SAFE: stop the joints wherever they are; position is not tracked. */
-static void brake(rtc_reftask_state *s, double dt)
+static void brake(rtc_reftask_state *s)
 {
     for (uint32_t j = 0; j < s->n_joints; j++) {
         /* Leave PID state so that leaving SAFE resumes with no integral
          * windup and no derivative kick. */
         s->integ[j] = 0.0;
         s->prev_err[j] = s->setpoint[j] - s->q[j];
-        plant(s, j, clamp(-s->kd * s->dq[j], s->umax), dt);
+        s->u[j] = clamp(-s->kd * s->dq[j], s->umax);
     }
 }
 
@@ -318,9 +334,6 @@ static int ref_step(void *state, const rtc_cycle_info *info, const rtc_task_api 
 {
     rtc_reftask_state *s = state;
 
-    /* Shadow: the state comes from replicated checkpoints, leave it be. */
-    if (!info->actuate)
-        return 0;
     if (!state_ok(s))
         return -EPROTO;
     if (!(info->dt > 0.0) || !isfinite(info->dt))
@@ -330,26 +343,43 @@ static int ref_step(void *state, const rtc_cycle_info *info, const rtc_task_api 
     switch (info->mode) {
     case RTC_MODE_RUN:
         if (s->traj_state == RTC_REFTASK_TRAJ_RUNNING)
-            traj_advance(s, info->dt, api);
+            traj_advance(s, info, api);
         track(s, info, api);
         break;
     case RTC_MODE_HOLD:
         track(s, info, api);
         break;
     default: /* SAFE, and anything unexpected */
-        brake(s, info->dt);
+        brake(s);
         break;
     }
     return 0;
 }
 
-const rtc_task rtc_task_v1 = {
+/* The actuation: the computed torques drive the (simulated) joints. */
+static int ref_output(void *state, const rtc_cycle_info *info, const rtc_task_api *api)
+{
+    rtc_reftask_state *s = state;
+
+    (void)api;
+    if (!state_ok(s))
+        return -EPROTO;
+    for (uint32_t j = 0; j < s->n_joints; j++)
+        plant(s, j, s->u[j], info->dt);
+    s->outputs++;
+    return 0;
+}
+
+const rtc_task rtc_task_v2 = {
     .abi_version = RTC_TASK_ABI_VERSION,
     .state_size = sizeof(rtc_reftask_state),
     .name = RTC_REFTASK_NAME,
     .log_templates = templates,
     .n_log_templates = sizeof templates / sizeof templates[0],
+    .names = names,
+    .n_names = sizeof names / sizeof names[0],
     .init = ref_init,
     .step = ref_step,
+    .output = ref_output,
     .command = ref_command,
 };

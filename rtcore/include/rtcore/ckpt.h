@@ -1,8 +1,10 @@
 /*
- * Checkpoint slots: a seqlock guards each slot (odd = write in progress) and a
+ * Checkpoint slots (and the inbound slot a standby's agent fills with the
+ * primary's replicated state): a seqlock guards each slot (odd = write in progress) and a
  * CRC-32C over the slot's metadata and data catches torn or corrupted copies
  * that the seqlock cannot (a writer killed mid-write leaves the count odd).
- * The RT loop is the only writer; readers retry or skip, never block it.
+ * Each slot has one writer (the RT loop for its own slots, the agent for the
+ * inbound one); readers retry or skip, never block it.
  */
 #ifndef RTCORE_CKPT_H
 #define RTCORE_CKPT_H
@@ -24,8 +26,8 @@ static inline uint32_t rtc_ckpt_crc(const rtc_ckpt_slot *s, const void *data, ui
 }
 
 static inline void rtc_ckpt_write(rtc_ckpt_slot *s, uint64_t seq, uint64_t cycle, int64_t mono_ns,
-                                  uint64_t epoch, uint32_t task_id, const void *state,
-                                  uint32_t size)
+                                  uint64_t epoch, uint64_t origin, uint32_t flags,
+                                  uint32_t task_id, const void *state, uint32_t size)
 {
     uint64_t lock = __atomic_load_n(&s->seqlock, __ATOMIC_RELAXED);
     __atomic_store_n(&s->seqlock, lock | 1u, __ATOMIC_RELAXED);
@@ -34,6 +36,8 @@ static inline void rtc_ckpt_write(rtc_ckpt_slot *s, uint64_t seq, uint64_t cycle
     s->cycle = cycle;
     s->mono_ns = mono_ns;
     s->epoch = epoch;
+    s->origin = origin;
+    s->flags = flags;
     s->task_id = task_id;
     s->state_size = size;
     memcpy(s->data, state, size);

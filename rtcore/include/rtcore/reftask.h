@@ -12,7 +12,7 @@
  *   ki      >= 0, default 20         umax     > 0,  default 100 (torque clamp)
  *   kd      >= 0, default 40         errlim   > 0,  default 0.5 rad (tracking warning)
  *
- * step() and command() return -EPROTO if the state is not this build's format
+ * step(), output() and command() return -EPROTO if the state is not this build's format
  * (version, joint or waypoint count out of range); step() returns -EINVAL if
  * info->dt is not a positive number.
  */
@@ -24,7 +24,7 @@
 #include "rtcore/layout.h"
 
 #define RTC_REFTASK_NAME "reftask"
-#define RTC_REFTASK_STATE_VERSION 1u /* bump on any change to rtc_reftask_state */
+#define RTC_REFTASK_STATE_VERSION 2u /* bump on any change to rtc_reftask_state */
 #define RTC_REFTASK_MAX_JOINTS 8u
 #define RTC_REFTASK_MAX_WAYPOINTS 64u
 
@@ -63,13 +63,27 @@ enum rtc_reftask_traj_state {
     RTC_REFTASK_TRAJ_DONE = 3,    /* holding the last waypoint */
 };
 
-/* Indices into rtc_task_v1.log_templates. */
+/* Indices into rtc_task_v2.log_templates. */
 enum rtc_reftask_log {
-    RTC_REFTASK_LOG_TRAJ_STARTED = 0,     /* INFO: job_id, n_waypoints */
-    RTC_REFTASK_LOG_WAYPOINT_REACHED = 1, /* INFO: waypoint index, job_id */
-    RTC_REFTASK_LOG_TRAJ_DONE = 2,        /* INFO: job_id, job_steps */
-    RTC_REFTASK_LOG_TRACKING_ERROR = 3,   /* WARN: signed error, joint; <= 1 per 1000 cycles */
+    RTC_REFTASK_LOG_TRAJ_STARTED = 0,     /* INFO: job_id, waypoints */
+    RTC_REFTASK_LOG_WAYPOINT_REACHED = 1, /* INFO: waypoint, job_id */
+    RTC_REFTASK_LOG_TRAJ_DONE = 2,        /* INFO: job_id, steps */
+    RTC_REFTASK_LOG_TRACKING_ERROR = 3,   /* WARN: error_rad, joint; <= 1 per 1000 cycles */
 };
+
+/* Indices into rtc_task_v2.names: the span around the PID and its attribute. */
+enum rtc_reftask_name {
+    RTC_REFTASK_SPAN_TRACK = 0,           /* "reftask.track" */
+    RTC_REFTASK_ATTR_MAX_ERROR = 1,       /* "max_error_rad" */
+};
+
+/*
+ * step() computes the torques u[] (PID, or braking in SAFE) on whatever state
+ * it holds: its own on a primary, the newest replicated one on a standby.
+ * output() applies them to the simulated plant: that is the actuation, and
+ * only a node that drives the outputs moves q. Events and logs about the
+ * trajectory come from the actuating node only.
+ */
 
 typedef struct rtc_reftask_waypoint {
     double t;                  /* seconds from job start */
@@ -85,7 +99,8 @@ typedef struct rtc_reftask_state {
     uint32_t cursor;           /* next waypoint to reach */
     uint32_t _pad0;
     uint64_t job_id;           /* job of the newest TRAJ_START */
-    uint64_t steps;            /* actuated steps since init */
+    uint64_t steps;            /* steps computed since init (shadow ones included) */
+    uint64_t outputs;          /* output stages run: cycles this state drove the joints */
     uint64_t job_steps;        /* steps the current job advanced (RUN mode only) */
     uint64_t next_warn_cycle;  /* tracking-error warnings are muted before this cycle */
     double job_time;           /* seconds the current job advanced */
@@ -99,11 +114,12 @@ typedef struct rtc_reftask_state {
     double prev_err[RTC_REFTASK_MAX_JOINTS];
     double setpoint[RTC_REFTASK_MAX_JOINTS];
     double start_q[RTC_REFTASK_MAX_JOINTS];  /* position at TRAJ_START: first segment's origin */
+    double u[RTC_REFTASK_MAX_JOINTS];        /* torques step() computed for output() */
     rtc_reftask_waypoint wp[RTC_REFTASK_MAX_WAYPOINTS];
 } rtc_reftask_state;
 
 _Static_assert(sizeof(rtc_reftask_waypoint) == 72, "waypoint size");
-_Static_assert(sizeof(rtc_reftask_state) == 5112, "reftask state size");
+_Static_assert(sizeof(rtc_reftask_state) == 5184, "reftask state size");
 _Static_assert(sizeof(rtc_reftask_state) <= RTC_CKPT_MAX, "reftask state fits a checkpoint");
 
 #endif

@@ -100,18 +100,28 @@ static inline int rtc_ring_push(rtc_producer *p, const void *rec)
     return 0;
 }
 
-/* Copy up to max records into out; returns how many were taken. */
+/* Free slots now (reloads the consumer's tail); counts no drop. */
+static inline uint64_t rtc_ring_room(rtc_producer *p)
+{
+    p->tail_cache = __atomic_load_n(&p->hdr->tail, __ATOMIC_ACQUIRE);
+    return p->mask + 1 - (p->head - p->tail_cache);
+}
+
+/* Copy up to max records into out (at most two memcpy: the ring may wrap);
+ * returns how many were taken. */
 static inline uint32_t rtc_ring_pop_batch(rtc_consumer *c, void *out, uint32_t max)
 {
     uint64_t tail = __atomic_load_n(&c->hdr->tail, __ATOMIC_RELAXED);
     uint64_t head = __atomic_load_n(&c->hdr->head, __ATOMIC_ACQUIRE);
     uint64_t avail = head - tail;
     uint32_t n = avail < max ? (uint32_t)avail : max;
-    uint8_t *dst = (uint8_t *)out;
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(dst + (uint64_t)i * c->record_size,
-               c->recs + ((tail + i) & c->mask) * c->record_size, c->record_size);
-    }
+    uint64_t first = tail & c->mask;
+    uint64_t k = c->mask + 1 - first;
+    if (k > n)
+        k = n;
+    memcpy(out, c->recs + first * c->record_size, k * c->record_size);
+    if (n > k)
+        memcpy((uint8_t *)out + k * c->record_size, c->recs, (n - k) * c->record_size);
     __atomic_store_n(&c->hdr->tail, tail + n, __ATOMIC_RELEASE);
     return n;
 }
