@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
 from control import config as config_mod
@@ -28,14 +29,18 @@ from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
 from control.eventbus import EventBus, Subscription
 from control.jobs import JobRunner, JobStore
+from control.journal import ActuationJournal
+from control.lease import LeaseKeeper
 from control.placement import PlacementManager, PlacementStore
 from control.supervisor import Supervisor
 from control.trajectory import validate_name, validate_waypoints
 from rtcore import _core, layout, reftask, stats
 from rtcore.records import Drainer
-from rtcore.segment import Segment, SegmentError
+from rtcore.segment import Segment, SegmentError, pid_alive
 
 DRAIN_INTERVAL_S = 0.005
+# a single node is the primary of itself; the cluster will use Raft terms
+SINGLE_NODE_EPOCH = 1
 # reading numa_maps walks the RT process's page tables: seconds apart, not per drain
 NUMA_SAMPLE_S = 5.0
 RT_EVENT_LEVELS = {"deadline_miss": "ERROR"}
@@ -80,11 +85,18 @@ class Agent:
         self.placement_mgr = PlacementManager(
             cfg, lambda: self.supervisor.pid, self._on_placement_event
         )
+        self.journal = ActuationJournal(os.path.join(cfg.data_dir, "journal.jsonl"), cfg.node_id)
+        self.epoch = SINGLE_NODE_EPOCH
+        self.origin = node_origin(cfg.node_id)
+        self.lease = LeaseKeeper(
+            lambda: self._seg.buf if self._seg is not None else None, cfg.lease_timeout_ms
+        )
         self.supervisor = Supervisor(
             cfg,
             self._on_supervisor_event,
             self._restore_file,
             self.placement_mgr.isolator.rt_procs_file,
+            self._control_args,
         )
         self._levels = {"rt": cfg.log_level, "agent": cfg.log_level}
         self._trace_ratio = 1.0
@@ -131,7 +143,9 @@ class Agent:
             _, self.metrics_port = self._metrics.start_http(self.cfg.metrics_listen)
         self._grpc = serve(self, self.cfg)
         self.placement_mgr.recover()
+        self._settle_journal(only_if_dead=True)
         self.supervisor.start()
+        self.lease.start()
         self._drain_thread.start()
         logger.info(
             "agent {} listening on {} (metrics on port {}), data in {}",
@@ -142,28 +156,50 @@ class Agent:
         )
 
     def close(self, stop_rt: bool = True) -> None:
+        """Stop in reverse order of start, each step on its own: a part that
+        fails to stop does not keep the later ones from stopping. The RT
+        stops before the drainer, so its last records are drained and kept."""
+        steps: list[tuple[str, Any]] = []
         if self._grpc is not None:
-            self._grpc.stop(grace=1.0).wait(2.0)
+            steps.append(("gRPC server", lambda: self._grpc.stop(grace=1.0).wait(2.0)))
         if self._metrics is not None:
-            self._metrics.stop()
+            steps.append(("metrics", self._metrics.stop))
+        steps += [
+            ("supervisor", lambda: self.supervisor.close(stop_rt=stop_rt)),
+            ("drainer", self._stop_drainer),
+            ("lease", self.lease.stop),
+        ]
+        if stop_rt:
+            steps.append(("journal", self._settle_journal))
+            # the RT is gone: what isolation moved goes back where it was
+            steps.append(("placement", self.placement_mgr.close))
+        steps += [
+            ("checkpoint", self._save_final_checkpoint),
+            ("jobs", self.jobs.close),
+            ("lock", self._lock_file.close),
+        ]
+        for name, stop in steps:
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - every later part must still stop
+                logger.exception("stopping the {} failed", name)
+
+    def _stop_drainer(self) -> None:
         self._stop.set()
         if self._drain_thread.is_alive():
             self._drain_thread.join(timeout=5)
-        self.supervisor.close(stop_rt=stop_rt)
-        if stop_rt:
-            # the RT is gone: what isolation moved goes back where it was
-            self.placement_mgr.close()
-        if self._seg is not None:
-            # the RT's final checkpoint (written as it stopped) goes to disk too
-            newest = self._seg.newest_checkpoint()
-            if newest is not None:
-                with contextlib.suppress(OSError):
-                    self.checkpoints.save(*newest)
-            self._drainer = None
-            self._writer = None
-            self._seg.close()
-        self.jobs.close()
-        self._lock_file.close()
+        self._drain_once()  # what the RT wrote as it stopped
+
+    def _save_final_checkpoint(self) -> None:
+        if self._seg is None:
+            return
+        # the RT's final checkpoint (written as it stopped) goes to disk too
+        newest = self._seg.newest_checkpoint()
+        if newest is not None:
+            self.checkpoints.save(*newest)
+        self._drainer = None
+        self._writer = None
+        self._seg.close()
 
     # ---- events from the parts -----------------------------------------
 
@@ -171,12 +207,48 @@ class Agent:
         message = fields.pop("message", kind)
         logger.log(LOGURU_LEVELS.get(level, level), message)
         self.bus.publish(kind, level, message, **fields)
+        if kind in ("rt_crashed", "rt_stopped"):
+            self._settle_journal()
         if kind == "rt_running":
             self._on_rt_running()
             self.placement_mgr.on_rt_running(self.supervisor.pid)
         elif kind == "rt_adopted":
             self._on_rt_adopted()
             self.placement_mgr.on_rt_running(self.supervisor.pid)
+
+    def _control_args(self) -> list[str]:
+        """The role the RT process starts in: this node drives the outputs
+        (single node) in its epoch while the agent renews its lease."""
+        return [
+            "--active",
+            "--epoch",
+            str(self.epoch),
+            "--lease-timeout-ms",
+            str(self.cfg.lease_timeout_ms),
+            "--node-id",
+            str(self.origin),
+        ]
+
+    def _settle_journal(self, only_if_dead: bool = False) -> None:
+        """Persist what the journal ring holds and close an interval the RT
+        could not close itself (it died actuating): from its status block."""
+        with self._io_lock:
+            seg = self._segment()
+            if seg is None or self._drainer is None:
+                return
+            if only_if_dead and pid_alive(seg.owner_pid()):
+                return
+            self.journal.append(self._drainer.drain("journal"))
+            if not pid_alive(seg.owner_pid()) or not int(seg.view()["status"]["actuating"]):
+                st = seg.view()["status"]
+                end = self.journal.close_from_status({k: int(st[k]) for k in ACT_FIELDS})
+                if end is not None:
+                    logger.warning(
+                        "actuation interval of epoch {} closed at cycle {} from the RT's status "
+                        "(the RT stopped without closing it)",
+                        end["epoch"],
+                        end["cycle"],
+                    )
 
     def _on_placement_event(
         self, kind: str, level: str, message: str, fields: dict[str, Any]
@@ -282,13 +354,17 @@ class Agent:
                 return
             events = self._drainer.drain("event")
             logs = self._drainer.drain("log")
-            self._drainer.drain("span")
+            self._drainer.drain_batch("span")
+            journal = self._drainer.drain("journal")
+        self.journal.append(journal)
         for rec in logs:
+            repeats = f", {rec['repeats']} more like it" if rec["repeats"] else ""
             logger.log(
                 LOGURU_LEVELS.get(rec["level"], "INFO"),
-                "rt: {} (cycle {})",
+                "rt: {} (cycle {}{})",
                 rec["message"],
                 rec["cycle"],
+                repeats,
             )
         for ev in events:
             self._publish_rt_event(ev)
@@ -305,7 +381,7 @@ class Agent:
     def _publish_rt_event(self, ev: dict[str, Any]) -> None:
         kind = TASK_EVENTS.get(ev["kind_id"], ev["kind"])
         level = RT_EVENT_LEVELS.get(kind, "INFO")
-        fields = {k: ev[k] for k in ("cycle", "a", "b", "trace_id", "span_id")}
+        fields = {k: ev[k] for k in ("cycle", "a", "b", "trace_id", "span_id", "time_ns")}
         self.bus.publish(f"rt.{kind}", level, f"RT {kind.replace('_', ' ')}", **fields)
 
     def _send_commands(self, records: list[bytes]) -> bool:
@@ -316,7 +392,9 @@ class Agent:
             # all or nothing: a job's commands only make sense together
             if layout.CMD_RING_CAP - (head - tail) < len(records):
                 return False
-            return all(self._writer.push(r) for r in records)
+            # stamped at sending with this node's epoch: an RT fenced into a
+            # newer epoch refuses what an older primary sent
+            return all(self._writer.push(stamp_epoch(r, self.epoch)) for r in records)
 
     def _next_seq(self) -> int:
         with self._seq_lock:
@@ -476,12 +554,13 @@ class Agent:
         return dict(self._levels)
 
     def get_trace_sampling(self) -> dict[str, Any]:
-        every = 0
+        ppm = 0
         with self._io_lock:
             seg = self._segment()
             if seg is not None:
-                every = int(seg.view()["control"]["trace_every"])
-        return {"rt_every_cycles": every, "ratio": self._trace_ratio}
+                ppm = int(_core.read_control(seg.buf)["sample_ppm"])
+        every = round(layout.SAMPLE_PPM_ALL / ppm) if ppm else 0
+        return {"rt_every_cycles": every, "rt_sample_ppm": ppm, "ratio": self._trace_ratio}
 
     def set_trace_sampling(
         self, rt_every_cycles: int | None, ratio: float | None
@@ -495,7 +574,8 @@ class Agent:
                 seg = self._segment()
                 if seg is None:
                     raise FailedPrecondition("the RT process has no segment yet")
-                _core.write_control(seg.buf, trace_every=rt_every_cycles)
+                ppm = layout.SAMPLE_PPM_ALL // rt_every_cycles if rt_every_cycles else 0
+                _core.write_control(seg.buf, sample_ppm=ppm)
         if ratio is not None:
             self._trace_ratio = ratio
         return self.get_trace_sampling()
@@ -511,6 +591,49 @@ class Agent:
 
     def subscribe(self, kinds: list[str] | None = None) -> Subscription:
         return self.bus.subscribe(kinds)
+
+    def journal_info(self, limit: int = 0) -> dict[str, Any]:
+        with self._io_lock:
+            seg = self._segment()
+            if seg is not None and self._drainer is not None:
+                self.journal.append(self._drainer.drain("journal"))
+            st = seg.view()["status"] if seg is not None else None
+            current = (
+                {k: int(st[k]) for k in ACT_FIELDS} | {"actuating": bool(st["actuating"])}
+                if st is not None
+                else None
+            )
+        return {
+            "node_id": self.cfg.node_id,
+            "intervals": self.journal.intervals(limit),
+            "rt": current,
+        }
+
+
+ACT_FIELDS = (
+    "actuated_cycles",
+    "act_epoch",
+    "act_first_cycle",
+    "act_first_mono_ns",
+    "act_first_real_ns",
+    "act_last_cycle",
+    "act_last_mono_ns",
+    "act_interval_cycles",
+)
+
+
+def stamp_epoch(record: bytes, epoch: int) -> bytes:
+    rec = np.frombuffer(bytearray(record), dtype=layout.CMD_REC)
+    rec["epoch"] = epoch
+    return rec.tobytes()
+
+
+def node_origin(node_id: str) -> int:
+    """The id this node's RT writes into its checkpoints (63 bits: a flag value)."""
+    import hashlib
+
+    digest = hashlib.blake2b(node_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def configure_logging(cfg: AgentConfig, level: str) -> None:

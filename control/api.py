@@ -51,6 +51,10 @@ class AgentAPI(Protocol):
         """Newest checkpoint in shared memory and on disk, and the files kept."""
         ...
 
+    def journal_info(self, limit: int = 0) -> dict[str, Any]:
+        """Actuation intervals (the newest `limit`, 0: all) and the RT's counters."""
+        ...
+
     def get_log_level(self) -> dict[str, str]:
         """{'rt': level, 'agent': level}"""
         ...

@@ -126,6 +126,11 @@ class Client:
         reply = self._call(self._stub.GetCheckpointInfo, pb.GetCheckpointInfoRequest())
         return self._document(reply)
 
+    def journal(self, limit: int = 0) -> dict[str, Any]:
+        """Actuation intervals of the node's RT (the newest `limit`, 0: all)."""
+        request = _build("limit", lambda: pb.GetJournalRequest(limit=limit))
+        return self._document(self._call(self._stub.GetJournal, request))
+
     def get_log_level(self) -> dict[str, Any]:
         return self._document(self._call(self._stub.GetLogLevel, pb.GetLogLevelRequest()))
 

@@ -45,6 +45,7 @@ class AgentConfig:
     restart_stable_ms: int = 5000  # a run this long resets the crash streak
     checkpoint_keep: int = 5
     checkpoint_interval_ms: int = 200
+    lease_timeout_ms: int = 500  # the RT stops actuating when the agent's lease is older
     log_level: str = "INFO"
     es_url: str = ""
     otlp_endpoint: str = ""
@@ -83,6 +84,10 @@ class AgentConfig:
             raise InvalidArgument("health_interval_ms", "must be at least 10")
         if self.stall_checks < 1:
             raise InvalidArgument("stall_checks", "must be at least 1")
+        if not 50 <= self.lease_timeout_ms <= 60_000:
+            raise InvalidArgument(
+                "lease_timeout_ms", f"{self.lease_timeout_ms} is out of range 50..60000"
+            )
         if self.checkpoint_keep < 1:
             raise InvalidArgument("checkpoint_keep", "must be at least 1")
         if bool(self.tls_cert) != bool(self.tls_key):

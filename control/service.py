@@ -366,6 +366,10 @@ class ControlServicer(pb_grpc.ControlServicer):
         return document(pb.CheckpointInfo, self._api.checkpoint_info())
 
     @_rpc
+    def GetJournal(self, request: pb.GetJournalRequest, context: Any) -> pb.Journal:
+        return document(pb.Journal, self._api.journal_info(request.limit))
+
+    @_rpc
     def GetLogLevel(self, request: pb.GetLogLevelRequest, context: Any) -> pb.LogLevels:
         return document(pb.LogLevels, self._api.get_log_level())
 

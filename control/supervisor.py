@@ -80,11 +80,15 @@ class Supervisor:
         on_event: Callable[[str, str, dict[str, Any]], None],
         restore_file: Callable[[], str | None] = lambda: None,
         cgroup_procs: Callable[[], str | None] = lambda: None,
+        control_args: Callable[[], list[str]] = lambda: ["--standby"],
     ) -> None:
         self.cfg = cfg
         self._emit = on_event
         self._restore_file = restore_file
         self._cgroup_procs = cgroup_procs
+        # role, epoch, lease and sampling flags: always passed, so an RT that
+        # (re)starts takes this node's role, never what its segment last held
+        self._control_args = control_args
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -228,6 +232,7 @@ class Supervisor:
             argv += ["--task-params", c.task_params]
         if c.allow_degraded:
             argv.append("--allow-degraded")
+        argv += self._control_args()
         restore = self._restore_file()
         if restore:
             argv += ["--restore-file", restore]

@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     # A new segment fails closed: it does not actuate until told to.
     p.add_argument("--log-level", help="lowest level the loop records (INFO)")
     p.add_argument(
-        "--trace-ratio", type=float, help="share of cycles traced, 0..1 (0: off; late cycles always)"
+        "--trace-ratio",
+        type=float,
+        help="share of cycles traced, 0..1 (0: off; late cycles always)",
     )
     role = p.add_mutually_exclusive_group()
     role.add_argument(
@@ -340,6 +342,9 @@ def set_up(cfg: RtConfig, seg: Segment):  # noqa: ANN201 - returns rtcore._rt.Ru
         "node_id": cfg.node_id,
     }
     chosen = {CONTROL_FLAGS[n]: v for n, v in values.items() if seg.created or n in cfg.given}
+    if cfg.role == "active" and "role" in cfg.given:
+        # started by a control plane that is alive now: its first lease
+        chosen["lease_ns"] = _core.monotonic_ns()
     if cfg.role == "unleased" and "role" in cfg.given:
         chosen["lease_timeout_ns"] = 0
         warn("actuating without a control-plane lease (--actuate-without-lease)")

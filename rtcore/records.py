@@ -35,9 +35,7 @@ def hex_ids(raw: np.ndarray) -> list[str | None]:
     n, width = raw.shape
     flat = np.ascontiguousarray(raw).tobytes()
     nonzero = raw.any(axis=1).tolist()
-    return [
-        flat[i * width : (i + 1) * width].hex() if nz else None for i, nz in enumerate(nonzero)
-    ]
+    return [flat[i * width : (i + 1) * width].hex() if nz else None for i, nz in enumerate(nonzero)]
 
 
 def typed_args(args: np.ndarray, mask: np.ndarray, nargs: np.ndarray) -> list[list[int | float]]:
@@ -182,9 +180,18 @@ class Decoder:
             r["flags"].tolist(),
             strict=True,
         )
-        for i, (start, end, mono_start, mono_end, cycle, name, msg, kind, status, flags) in (
-            enumerate(cols)
-        ):
+        for i, (
+            start,
+            end,
+            mono_start,
+            mono_end,
+            cycle,
+            name,
+            msg,
+            kind,
+            status,
+            flags,
+        ) in enumerate(cols):
             out.append(
                 {
                     "name": self.strings.text(name),
@@ -227,7 +234,8 @@ class Decoder:
             out.append(
                 {
                     "kind": EVENT_NAMES.get(
-                        kind, f"task_{kind - layout.EV_TASK}" if kind >= layout.EV_TASK else str(kind)
+                        kind,
+                        f"task_{kind - layout.EV_TASK}" if kind >= layout.EV_TASK else str(kind),
                     ),
                     "kind_id": kind,
                     "time_ns": wall,
@@ -272,9 +280,7 @@ class Drainer:
         self.clock = Clock(buf)
         self._readers = {name: _core.RingReader(buf, name) for name in self.RINGS}
         self._scratch = {
-            name: np.empty(
-                getattr(layout, f"{name.upper()}_RING_CAP"), dtype=layout.RINGS[name][1]
-            )
+            name: np.empty(getattr(layout, f"{name.upper()}_RING_CAP"), dtype=layout.RINGS[name][1])
             for name in self.RINGS
         }
 
@@ -286,9 +292,17 @@ class Drainer:
 
     def drain(self, ring: str) -> list[dict[str, Any]]:
         batch = self.drain_batch(ring)
-        return getattr(self.decoder, {"log": "logs", "span": "spans", "event": "events"}.get(
-            ring, ring
-        ))(batch)
+        return getattr(
+            self.decoder, {"log": "logs", "span": "spans", "event": "events"}.get(ring, ring)
+        )(batch)
+
+
+    def drain_all(self, ring: str) -> list[dict[str, Any]]:
+        """Drain until the ring is empty (a running RT may add while this runs)."""
+        out: list[dict[str, Any]] = []
+        while batch := self.drain(ring):
+            out.extend(batch)
+        return out
 
 
 def command(

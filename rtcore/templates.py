@@ -56,13 +56,14 @@ def parse(text: str, max_fields: int = 8) -> Template:
             continue
         if name == "" or name.isdigit():
             raise TemplateError(
-                f"template {text!r} has a positional field: name every field, "
-                f"e.g. {{late_us:.1f}}"
+                f"template {text!r} has a positional field: name every field, e.g. {{late_us:.1f}}"
             )
         if not name.isidentifier():
             raise TemplateError(f"template {text!r}: field {name!r} is not a plain name")
         if conversion:
-            raise TemplateError(f"template {text!r}: field {name!r} uses a !{conversion} conversion")
+            raise TemplateError(
+                f"template {text!r}: field {name!r} uses a !{conversion} conversion"
+            )
         if name in fields:
             raise TemplateError(f"template {text!r} names field {name!r} twice")
         spec = spec or ""

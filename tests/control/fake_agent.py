@@ -212,6 +212,11 @@ class FakeAgent:
             "disk": {"newest_seq": 6, "files": ["ckpt-000006.bin", "ckpt-000005.bin"]},
         }
 
+    def journal_info(self, limit: int = 0) -> dict[str, Any]:
+        self._enter("journal_info")
+        intervals = [{"epoch": 1, "start_cycle": 1, "end_cycle": 10, "cycles": 10}]
+        return {"node_id": "fake", "intervals": intervals[-limit:] if limit else intervals}
+
     def get_log_level(self) -> dict[str, str]:
         self._enter("get_log_level")
         with self._lock:

@@ -213,7 +213,7 @@ def test_happy_path(store, ring, runner):
     for seq in range(1, 6):
         runner.on_event(ack(seq))
     runner.on_event(ev(reftask.EV_TRAJ_STARTED, 1, 3))
-    runner.on_event(ev(layout.EV_CHECKPOINT, 7, 7))
+    runner.on_event(ev(layout.EV_ADOPTED, 7, 7))
     assert store.get(1)["state"] == "running" and store.get(1)["cursor"] == 0
     runner.on_event(reached(1, 0))
     assert store.get(1)["cursor"] == 1 and store.get(1)["progress"] == pytest.approx(1 / 3)
@@ -534,7 +534,7 @@ def test_concurrent_submit_cancel_and_drain(store, ring, runner):
 
 def test_job_runs_on_a_real_rt_process(spawn, shm_name, tmp_path):
     cpu = str(max(os.sched_getaffinity(0)))
-    proc = spawn.rt(shm_name, "--cpus", cpu)
+    proc = spawn.rt(shm_name, "--cpus", cpu, "--actuate-without-lease")
     seg = open_when_ready(shm_name, proc)
     writer = _core.RingWriter(seg.buf, "cmd")
     drainer = Drainer(seg.buf)

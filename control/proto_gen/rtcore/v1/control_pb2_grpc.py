@@ -104,6 +104,11 @@ class ControlStub:
                 request_serializer=rtcore_dot_v1_dot_control__pb2.GetPlacementRequest.SerializeToString,
                 response_deserializer=rtcore_dot_v1_dot_control__pb2.Placement.FromString,
                 _registered_method=True)
+        self.GetJournal = channel.unary_unary(
+                '/rtcore.v1.Control/GetJournal',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.GetJournalRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.Journal.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/rtcore.v1.Control/Watch',
                 request_serializer=rtcore_dot_v1_dot_control__pb2.WatchRequest.SerializeToString,
@@ -209,6 +214,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetJournal(self, request, context):
+        """Every interval this node's RT drove outputs (epoch, first and last cycle,
+        both clocks), persisted by the agent; the newest `limit` (0: all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Events and alerts as they happen. The agent sends the response headers
         as soon as the subscription exists, so a client that has received them
@@ -291,6 +304,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetPlacement,
                     request_deserializer=rtcore_dot_v1_dot_control__pb2.GetPlacementRequest.FromString,
                     response_serializer=rtcore_dot_v1_dot_control__pb2.Placement.SerializeToString,
+            ),
+            'GetJournal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJournal,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.GetJournalRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.Journal.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -676,6 +694,33 @@ class Control:
             '/rtcore.v1.Control/GetPlacement',
             rtcore_dot_v1_dot_control__pb2.GetPlacementRequest.SerializeToString,
             rtcore_dot_v1_dot_control__pb2.Placement.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJournal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/GetJournal',
+            rtcore_dot_v1_dot_control__pb2.GetJournalRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.Journal.FromString,
             options,
             channel_credentials,
             insecure,
