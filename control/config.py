@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import ipaddress
+import json
 import os
+import shlex
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from control import settings
 from control.errors import InvalidArgument
 from rtcore import topology
+from rtcore.main import MAX_PERIOD_US, MIN_PERIOD_US
 
 DEFAULT_LISTEN = "127.0.0.1:7761"
 DEFAULT_METRICS = "127.0.0.1:9761"
@@ -54,77 +60,103 @@ class AgentConfig:
     tls_client_ca: str = ""
     token: str = ""
     token_file: str = ""
+    auth: str = "mutations"  # which RPCs need the token: "mutations" or "all"
+    insecure: bool = False  # serve a non-loopback address without TLS anyway
+    watch_per_client: int = 4
+    watch_idle_s: float = 300.0
 
     @property
     def shm_name(self) -> str:
         return f"rtcore-{self.node_id}"
 
-    def finish(self) -> AgentConfig:
-        """Fill derived defaults and check every value; InvalidArgument names the field."""
-        if not self.node_id.replace("-", "").replace("_", "").isalnum():
-            raise InvalidArgument("node_id", f"{self.node_id!r} must be letters, digits, '-', '_'")
+    def finish(self, labels: dict[str, str] | None = None) -> AgentConfig:
+        """Check every value and fill derived defaults. InvalidArgument names the
+        setting by its label (how it was given: a flag, a file's key), else as
+        `name = value`."""
+
+        def label(name: str) -> str:
+            return (labels or {}).get(name) or f"{name} = {_shown(getattr(self, name), False)}"
+
+        for name, rule in settings.RULES.items():
+            try:
+                setattr(self, name, rule(getattr(self, name), False))
+            except settings.Bad as e:
+                raise InvalidArgument(label(name), str(e)) from None
         if not self.data_dir:
             self.data_dir = default_data_dir(self.node_id)
-        for name in ("listen", "metrics_listen"):
-            check_hostport(name, getattr(self, name), allow_empty=name == "metrics_listen")
-        if self.raft:
-            check_hostport("raft", self.raft)
-        for i, peer in enumerate(self.peers):
-            check_hostport(f"peer[{i}]", peer)
-        if not 50 <= self.period_us <= 10_000_000:
-            raise InvalidArgument("period_us", f"{self.period_us} is out of range 50..10000000")
-        if not 1 <= self.priority <= 99:
-            raise InvalidArgument("priority", f"{self.priority} is out of range 1..99")
-        if self.cpus:
+        if not self.task:
             try:
-                topology.check_cpus(self.cpus)
-            except topology.TopologyError as e:
-                raise InvalidArgument("cpus", str(e)) from None
-        if self.health_interval_ms < 10:
-            raise InvalidArgument("health_interval_ms", "must be at least 10")
-        if self.stall_checks < 1:
-            raise InvalidArgument("stall_checks", "must be at least 1")
-        if not 50 <= self.lease_timeout_ms <= 60_000:
-            raise InvalidArgument(
-                "lease_timeout_ms", f"{self.lease_timeout_ms} is out of range 50..60000"
-            )
-        if self.checkpoint_keep < 1:
-            raise InvalidArgument("checkpoint_keep", "must be at least 1")
+                settings.reftask_params(self.task_params)
+            except settings.Bad as e:
+                raise InvalidArgument(label("task_params"), str(e)) from None
         if bool(self.tls_cert) != bool(self.tls_key):
-            raise InvalidArgument("tls_cert", "TLS needs both a certificate and a key")
+            which = "tls_cert" if self.tls_cert else "tls_key"
+            raise InvalidArgument(label(which), "TLS needs both tls_cert and tls_key")
         if self.tls_client_ca and not self.tls_cert:
-            raise InvalidArgument("tls_client_ca", "mutual TLS needs tls_cert and tls_key too")
+            raise InvalidArgument(
+                label("tls_client_ca"), "mutual TLS needs tls_cert and tls_key too"
+            )
         if self.token_file:
-            try:
-                with open(self.token_file) as f:
-                    self.token = f.read().strip()
-            except OSError as e:
-                raise InvalidArgument(
-                    "token_file", f"cannot read {self.token_file}: {e.strerror}"
-                ) from None
+            with open(self.token_file) as f:  # readable: the rule opened it
+                try:
+                    self.token = settings.token(f.read().strip() or None, False)
+                except settings.Bad as e:
+                    raise InvalidArgument(
+                        label("token_file"), f"the token in it: {e}; an empty file is refused"
+                    ) from None
+        if self.auth == "all" and not self.token:
+            raise InvalidArgument(
+                label("auth"), "'all' needs a bearer token: give token_file (--token-file)"
+            )
+        problem = plaintext_problem(self)
+        if problem:
+            raise InvalidArgument(label("listen"), problem)
         return self
 
 
+def is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_problem(cfg: AgentConfig) -> str | None:
+    """Why cfg may not serve gRPC as it is, or None: without TLS anyone on the
+    network reads the calls, bearer token included, so only loopback, or an
+    operator who said --insecure, gets clear text."""
+    if cfg.tls_cert or cfg.insecure or is_loopback(cfg.listen):
+        return None
+    return (
+        "not a loopback address and TLS is off; give tls_cert and tls_key "
+        "(--tls-cert/--tls-key), listen on 127.0.0.1, or pass --insecure to serve clear text"
+    )
+
+
 def check_hostport(name: str, value: str, allow_empty: bool = False) -> None:
-    if allow_empty and not value:
-        return
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument(name, f"{value!r} is not HOST:PORT")
+    try:
+        settings.hostport(allow_empty)(value, False)
+    except settings.Bad as e:
+        raise InvalidArgument(name, f"{value!r} is {e}") from None
 
 
 FLAG_HELP = {
     "config": "TOML file with any of the settings below (flags override it)",
-    "node_id": "this node's name (default: the host name)",
-    "listen": f"gRPC address (default {DEFAULT_LISTEN}: loopback only)",
+    "node_id": "this node's name, 1..64 of letters, digits, '-', '_' (default: the host name)",
+    "listen": f"gRPC address (default {DEFAULT_LISTEN}: loopback only; any other address "
+    "needs TLS or --insecure)",
     "metrics_listen": f"Prometheus /metrics address (default {DEFAULT_METRICS}; '' disables)",
     "data_dir": "checkpoints, jobs and logs (default ~/.local/state/rtcore/NODE_ID)",
     "raft": "this node's Raft address HOST:PORT (none: single node)",
     "peer": "another node's Raft address; repeat for each",
     "cpus": "CPUs for the RT thread, e.g. 1 or 2-3",
-    "period_us": "RT cycle period in microseconds (default 1000)",
+    "period_us": f"RT cycle period in microseconds, {MIN_PERIOD_US}..{MAX_PERIOD_US} "
+    "(default 1000)",
     "priority": "RT SCHED_FIFO priority 1..99 (default 80)",
-    "numa_node": "NUMA node for RT memory and CPUs",
+    "numa_node": "NUMA node for RT memory and CPUs (default -1: none)",
     "wake_mode": "sleep (default) or hybrid",
     "task": "control task library (default: built-in reference task)",
     "task_params": "task parameters 'key=value,...'",
@@ -133,36 +165,28 @@ FLAG_HELP = {
     "tls_cert": "server certificate (PEM) to serve gRPC over TLS",
     "tls_key": "server private key (PEM)",
     "tls_client_ca": "CA (PEM) that client certificates must chain to (mutual TLS)",
-    "token_file": "file holding the bearer token every mutating RPC must carry",
-    "log_level": "agent and RT log level (DEBUG, INFO, WARN, ERROR, CRITICAL)",
+    "token_file": "file holding the bearer token RPCs must carry (see --auth)",
+    "auth": "which RPCs need the token: mutations (default) or all (reads and watch too; "
+    "the health check and reflection stay open)",
+    "insecure": "serve a non-loopback --listen address without TLS (the calls and the token "
+    "cross the network in clear text)",
+    "log_level": "agent and RT log level: DEBUG, INFO, WARN (or WARNING), ERROR, CRITICAL, "
+    "any case (default INFO)",
 }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `rtctl agent` flags. Defaults are None so the file's values stand unless given."""
+    """The `rtctl agent` flags. Defaults are None so the file's values stand unless
+    given; values stay text here and go through the same rules as the file's."""
     p.add_argument("--config", help=FLAG_HELP["config"])
-    p.add_argument("--node-id", dest="node_id", help=FLAG_HELP["node_id"])
-    p.add_argument("--listen", help=FLAG_HELP["listen"])
-    p.add_argument("--metrics-listen", dest="metrics_listen", help=FLAG_HELP["metrics_listen"])
-    p.add_argument("--data-dir", dest="data_dir", help=FLAG_HELP["data_dir"])
-    p.add_argument("--raft", help=FLAG_HELP["raft"])
+    for name in FLAG_HELP:
+        if name in ("config", "peer", "insecure"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        metavar = {"auth": "{mutations,all}", "wake_mode": "{sleep,hybrid}"}.get(name)
+        p.add_argument(flag, dest=name, metavar=metavar, help=FLAG_HELP[name])
     p.add_argument("--peer", dest="peers", action="append", help=FLAG_HELP["peer"])
-    p.add_argument("--cpus", help=FLAG_HELP["cpus"])
-    p.add_argument("--period-us", dest="period_us", type=int, help=FLAG_HELP["period_us"])
-    p.add_argument("--priority", type=int, help=FLAG_HELP["priority"])
-    p.add_argument("--numa-node", dest="numa_node", type=int, help=FLAG_HELP["numa_node"])
-    p.add_argument(
-        "--wake-mode", dest="wake_mode", choices=("sleep", "hybrid"), help=FLAG_HELP["wake_mode"]
-    )
-    p.add_argument("--task", help=FLAG_HELP["task"])
-    p.add_argument("--task-params", dest="task_params", help=FLAG_HELP["task_params"])
-    p.add_argument("--es-url", dest="es_url", help=FLAG_HELP["es_url"])
-    p.add_argument("--otlp-endpoint", dest="otlp_endpoint", help=FLAG_HELP["otlp_endpoint"])
-    p.add_argument("--tls-cert", dest="tls_cert", help=FLAG_HELP["tls_cert"])
-    p.add_argument("--tls-key", dest="tls_key", help=FLAG_HELP["tls_key"])
-    p.add_argument("--tls-client-ca", dest="tls_client_ca", help=FLAG_HELP["tls_client_ca"])
-    p.add_argument("--token-file", dest="token_file", help=FLAG_HELP["token_file"])
-    p.add_argument("--log-level", dest="log_level", help=FLAG_HELP["log_level"])
+    p.add_argument("--insecure", action="store_true", default=None, help=FLAG_HELP["insecure"])
     p.add_argument(
         "--systemd-unit",
         dest="systemd_unit",
@@ -174,46 +198,64 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> AgentConfig:
-    """Defaults < TOML file (--config) < flags. Raises InvalidArgument."""
+    """Defaults < TOML file (--config) < flags. Raises InvalidArgument naming
+    the flag or the file's key, with the value given and what is accepted."""
     values: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        values.update(read_toml(args.config))
+    labels: dict[str, str] = {}
+    path = getattr(args, "config", None)
+    if path:
+        for name, (key, value) in read_toml(path).items():
+            values[name] = value
+            labels[name] = f"{key} = {_shown(value, False)} in {path}"
     for f in fields(AgentConfig):
         v = getattr(args, f.name, None)
         if v is not None:
+            flag = "--peer" if f.name == "peers" else "--" + f.name.replace("_", "-")
             values[f.name] = v
-    if isinstance(values.get("cpus"), str):
+            labels[f.name] = flag if v is True else f"{flag} {_shown(v, True)}"
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
         try:
-            values["cpus"] = topology.parse_cpu_list(values["cpus"])
-        except topology.TopologyError as e:
-            raise InvalidArgument("cpus", str(e)) from None
-    return AgentConfig(**values).finish()
+            checked[name] = settings.RULES[name](value, labels[name].startswith("--"))
+        except settings.Bad as e:
+            raise InvalidArgument(labels[name], str(e)) from None
+    return AgentConfig(**checked).finish(labels)
 
 
-def read_toml(path: str) -> dict[str, Any]:
+def _shown(value: Any, flag: bool) -> str:
+    """A value for an error line: as typed when that is plain, else quoted
+    with escapes, so a newline in it cannot split the line."""
+    if flag:
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        text = text if text and shlex.quote(text) == text else json.dumps(text)
+    else:
+        text = _toml_value(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_toml(path: str) -> dict[str, tuple[str, Any]]:
+    """The file's settings: field name -> (key as written, value as read)."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except OSError as e:
-        raise InvalidArgument("config", f"cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidArgument("config", f"{path} is not valid TOML: {e}") from None
-    known = {f.name: f for f in fields(AgentConfig)}
-    out: dict[str, Any] = {}
+        raise InvalidArgument(f"--config {path}", f"cannot read it: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"--config {path}", f"not valid TOML: {e}") from None
+    known = [f.name for f in fields(AgentConfig)]
+    out: dict[str, tuple[str, Any]] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
         if name == "peer":
             name = "peers"
         if name not in known:
-            raise InvalidArgument(f"config.{key}", f"unknown setting in {path}")
-        default = AgentConfig.__dataclass_fields__[name]
-        expected = type(getattr(AgentConfig(), name)) if default else str
-        if name == "cpus" and isinstance(value, str | list):
-            out[name] = value if isinstance(value, str) else [int(c) for c in value]
-            continue
-        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise InvalidArgument(f"config.{key}", f"expected {expected.__name__}, got {value!r}")
-        out[name] = value
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise InvalidArgument(
+                f"{key} = {_shown(value, False)} in {path}",
+                f"unknown setting; {hint}`rtctl agent --help` lists them (file keys use '_')",
+            )
+        out[name] = (key, value)
     return out
 
 
@@ -236,8 +278,9 @@ def to_toml(cfg: AgentConfig) -> str:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # a JSON string is a TOML basic string: control characters come out escaped
+    return json.dumps(value if isinstance(value, str) else str(value))

@@ -10,7 +10,12 @@ only ever receives values in range (an invalid one fails with
 INVALID_ARGUMENT naming the field). control.errors map to status codes;
 anything else becomes INTERNAL, is logged, and leaves the server serving.
 When config.token is set, the mutating RPCs need `authorization: Bearer
-<token>` metadata; reads stay open so monitoring needs no secret.
+<token>` metadata; reads stay open so monitoring needs no secret, unless
+config.auth is "all": then every Control RPC, Watch included, needs it (the
+health check and reflection stay open either way). Clear text on a
+non-loopback address is refused unless config.insecure says otherwise.
+Watch streams are limited in number, per client, and in idle time
+(control.watchslots).
 
 Trace context: while the service calls into the AgentAPI, current_traceparent()
 returns the caller's W3C `traceparent` metadata (None when absent or
@@ -23,10 +28,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import ipaddress
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from contextvars import ContextVar
@@ -41,10 +44,12 @@ from loguru import logger
 
 from control import trajectory
 from control.api import JOB_STATES, LOG_LEVELS, RT_ACTIONS, AgentAPI
-from control.config import AgentConfig
+from control.config import AgentConfig, is_loopback, plaintext_problem
 from control.errors import ControlError, FailedPrecondition, InvalidArgument, NotFound
 from control.proto_gen.rtcore.v1 import control_pb2 as pb
 from control.proto_gen.rtcore.v1 import control_pb2_grpc as pb_grpc
+from control.settings import MAX_WATCHERS
+from control.watchslots import Busy, WatchSlots, client_of
 from rtcore import topology
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Control"].full_name
@@ -69,10 +74,9 @@ LOG_TARGETS = ("rt", "agent", "all")
 MAX_KINDS = 32
 KIND_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
-# Watch streams hold a worker each for their whole life: cap them below the
-# pool size so status and control calls always find a free worker.
+# Watch streams hold a worker each for their whole life: MAX_WATCHERS caps them
+# below the pool size so status and control calls always find a free worker.
 WORKERS = 16
-MAX_WATCHERS = 8
 MAX_CONCURRENT_RPCS = 64
 MAX_REQUEST_BYTES = 1 << 20
 ERROR_MESSAGE_CHARS = 300
@@ -278,13 +282,9 @@ def event_message(ev: dict[str, Any]) -> pb.Event:
 # ---- the servicer -------------------------------------------------------------
 
 
-class _Busy(ControlError):
-    pass
-
-
 _CODES: tuple[tuple[type[ControlError], grpc.StatusCode], ...] = (
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (_Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (ControlError, grpc.StatusCode.INTERNAL),
@@ -328,9 +328,11 @@ def _rpc(method: Unary) -> Unary:
 
 
 class ControlServicer(pb_grpc.ControlServicer):
-    def __init__(self, api: AgentAPI) -> None:
+    def __init__(
+        self, api: AgentAPI, watch_per_client: int = 4, watch_idle_s: float = 300.0
+    ) -> None:
         self._api = api
-        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+        self._watch = WatchSlots(MAX_WATCHERS, watch_per_client, watch_idle_s)
 
     @_rpc
     def GetStatus(self, request: pb.GetStatusRequest, context: Any) -> pb.Status:
@@ -408,13 +410,14 @@ class ControlServicer(pb_grpc.ControlServicer):
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
         with _serving("Watch", context):
             kinds = check_kinds(request.kinds)
-            if not self._watchers.acquire(blocking=False):
-                raise _Busy(f"{MAX_WATCHERS} watch streams are open already; close one and retry")
+            closing: list[Callable[[], None]] = []
+            slot = self._watch.acquire(client_of(context.peer()), lambda: closing[0]())
             try:
                 sub = self._api.subscribe(kinds)
             except BaseException:
-                self._watchers.release()
+                slot.release()
                 raise
+            closing.append(sub.close)
         try:
             # the subscription blocks its reader: closing it is what ends the
             # loop below when the client goes away or the server stops
@@ -426,23 +429,31 @@ class ControlServicer(pb_grpc.ControlServicer):
             while True:
                 with _serving("Watch", context):
                     ev = next(events, None)
+                    if ev is None and slot.idle:
+                        raise Busy(
+                            f"watch stream closed after {self._watch.idle_s:g} s without "
+                            "events, to free its slot; watch again to resume"
+                        )
                     if ev is None:
                         return
                     msg = event_message(ev)
                 yield msg
+                slot.touch()
         finally:
             sub.close()
-            self._watchers.release()
+            slot.release()
 
 
 # ---- authentication -------------------------------------------------------------
 
 
 class BearerAuth(grpc.ServerInterceptor):
-    """Mutating Control RPCs need `authorization: Bearer <token>`."""
+    """Mutating Control RPCs need `authorization: Bearer <token>`; with
+    every_call, all Control RPCs do. Other services (health, reflection) never."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, every_call: bool = False) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._every_call = every_call
 
     def intercept_service(
         self,
@@ -450,7 +461,7 @@ class BearerAuth(grpc.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         service, _, method = details.method.lstrip("/").partition("/")
-        if service == SERVICE_NAME and method in MUTATING:
+        if service == SERVICE_NAME and (self._every_call or method in MUTATING):
             problem = self._problem(method, details.invocation_metadata)
             if problem:
                 return _deny(problem)
@@ -459,10 +470,8 @@ class BearerAuth(grpc.ServerInterceptor):
     def _problem(self, method: str, metadata: Sequence[tuple[str, Any]] | None) -> str | None:
         given = _metadata(metadata, "authorization")
         if not given:
-            return (
-                f"{method} changes the node and needs a bearer token: "
-                "pass --token-file FILE or set RTCTL_TOKEN"
-            )
+            why = "changes the node and needs" if method in MUTATING else "needs, on this agent,"
+            return f"{method} {why} a bearer token: pass --token-file FILE or set RTCTL_TOKEN"
         # compare every value in full: the time taken says nothing about the token
         ok = [hmac.compare_digest(v.encode("utf-8", "replace"), self._expected) for v in given]
         if any(ok):
@@ -504,22 +513,18 @@ def _credentials(config: AgentConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([pair])
 
 
-def _is_loopback(listen: str) -> bool:
-    host = listen.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def start(api: AgentAPI, config: AgentConfig) -> tuple[grpc.Server, int]:
     """serve(), and also the port bound (what the OS chose for port 0)."""
+    problem = plaintext_problem(config)
+    if problem:
+        raise InvalidArgument(f"listen {config.listen}", problem)
+    if config.auth == "all" and not config.token:
+        raise InvalidArgument("auth", "'all' needs a token")
     creds = _credentials(config)
+    auth = BearerAuth(config.token, every_call=config.auth == "all") if config.token else None
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="grpc"),
-        interceptors=[BearerAuth(config.token)] if config.token else [],
+        interceptors=[auth] if auth else [],
         options=[
             ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
             # without this a second agent could bind the same port and split the calls
@@ -527,7 +532,8 @@ def start(api: AgentAPI, config: AgentConfig) -> tuple[grpc.Server, int]:
         ],
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
-    pb_grpc.add_ControlServicer_to_server(ControlServicer(api), server)
+    servicer = ControlServicer(api, config.watch_per_client, config.watch_idle_s)
+    pb_grpc.add_ControlServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -546,9 +552,9 @@ def start(api: AgentAPI, config: AgentConfig) -> tuple[grpc.Server, int]:
         raise ControlError(
             f"cannot listen on {config.listen}: the port is in use or the address is not local"
         )
-    if creds is None and not _is_loopback(config.listen):
+    if creds is None and not is_loopback(config.listen):
         logger.warning(
-            "gRPC on {} without TLS: anyone on the network can read it{}",
+            "gRPC on {} without TLS (--insecure): anyone on the network can read it{}",
             config.listen,
             " and see the token" if config.token else "",
         )

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from control import service
 from control.client import Client, ClientError
 from control.config import AgentConfig
-from control.errors import ControlError
+from control.errors import ControlError, InvalidArgument
 from control.proto_gen.rtcore.v1 import control_pb2 as pb
 from control.proto_gen.rtcore.v1 import control_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, Spawner, wait_for
@@ -33,6 +33,7 @@ from tests.control.fake_agent import BIG_INT, NODE_ID, FakeAgent
 pytestmark = pytest.mark.timeout(120)
 
 TOKEN = "s3cret-token"
+BAD_TOKEN = (("authorization", "Bearer wrong"),)
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 CODE = grpc.StatusCode
 
@@ -532,6 +533,46 @@ def test_reads_need_no_token(serve):
     assert info.value.code == CODE.NOT_FOUND
 
 
+def test_auth_all_guards_reads_and_watch_but_not_health_or_reflection(serve):
+    s = serve(token=TOKEN, auth="all")
+    stub = s.stub()
+    for call in (
+        lambda md: stub.GetStatus(pb.GetStatusRequest(), timeout=5, metadata=md),
+        lambda md: stub.ListJobs(pb.ListJobsRequest(), timeout=5, metadata=md),
+        lambda md: next(stub.Watch(pb.WatchRequest(), timeout=5, metadata=md)),
+    ):
+        for md, word in (((), "needs, on this agent, a bearer token"), (BAD_TOKEN, "invalid")):
+            code, details = code_of(lambda c=call, m=md: c(m))
+            assert code == CODE.UNAUTHENTICATED and word in details, details
+    assert s.fake.calls == [], "a refused call never reaches the agent"
+    health = health_pb2_grpc.HealthStub(s.channel())
+    reply = health.Check(health_pb2.HealthCheckRequest(service=service.SERVICE_NAME), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(s.channel())
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    assert next(reflect.ServerReflectionInfo(iter([request]), timeout=5)).list_services_response
+    c = s.client(token=TOKEN)
+    assert c.status()["node_id"] == NODE_ID
+    with c.watch():
+        pass
+    with pytest.raises(ClientError) as info:
+        s.client().watch()
+    assert info.value.code == CODE.UNAUTHENTICATED
+
+
+def test_clear_text_off_loopback_needs_insecure():
+    with pytest.raises(InvalidArgument, match="--insecure"):
+        service.start(FakeAgent(), AgentConfig(listen="0.0.0.0:0"))
+    with pytest.raises(InvalidArgument, match="needs a token"):
+        service.start(FakeAgent(), AgentConfig(listen="127.0.0.1:0", auth="all"))
+    server, port = service.start(FakeAgent(), AgentConfig(listen="0.0.0.0:0", insecure=True))
+    try:
+        with Client(f"127.0.0.1:{port}") as c:
+            assert c.status()["node_id"] == NODE_ID
+    finally:
+        server.stop(None).wait(5)
+
+
 def test_rtctl_with_and_without_the_token(serve, tmp_path):
     s = serve(token=TOKEN)
     t = ("--target", s.target)
@@ -740,7 +781,8 @@ def test_watch_streams_the_events_the_agent_publishes(served):
     wait_for(lambda: not served.fake.subscriptions, timeout=5, what="the subscription to close")
 
 
-def test_watch_streams_are_capped_and_unary_calls_still_work(served):
+def test_watch_streams_are_capped_and_unary_calls_still_work(serve):
+    served = serve(watch_per_client=service.MAX_WATCHERS)  # the total cap, not the client's
     c = served.client()
     streams = [c.watch() for _ in range(service.MAX_WATCHERS)]
     try:
@@ -753,6 +795,42 @@ def test_watch_streams_are_capped_and_unary_calls_still_work(served):
             s.close()
     wait_for(lambda: not served.fake.subscriptions, timeout=5, what="the subscriptions to close")
     with c.watch():
+        pass
+
+
+def test_one_client_holds_at_most_watch_per_client_streams(serve):
+    s = serve(watch_per_client=2)
+    c = s.client()
+    first, second = c.watch(), c.watch()
+    with pytest.raises(ClientError) as info:
+        s.client().watch()  # another connection from the same host is the same client
+    assert info.value.code == CODE.RESOURCE_EXHAUSTED
+    assert "127.0.0.1 has 2 watch streams open already" in str(info.value)
+    assert c.status()["node_id"] == NODE_ID
+    first.close()
+    wait_for(lambda: len(s.fake.subscriptions) == 1, timeout=5, what="the first to close")
+    with c.watch():
+        pass
+    second.close()
+
+
+def test_an_idle_watch_stream_is_closed_and_frees_its_slot(serve):
+    s = serve(watch_idle_s=0.5, watch_per_client=1)
+    c = s.client()
+    events = c.watch()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # a stream that sends is never idle
+        s.fake.publish("tick")
+        assert next(events)["kind"] == "tick"
+        time.sleep(0.1)
+    started = time.monotonic()
+    with pytest.raises(ClientError) as info:
+        next(events)
+    assert info.value.code == CODE.RESOURCE_EXHAUSTED
+    assert "closed after 0.5 s without events" in str(info.value)
+    assert time.monotonic() - started < 2.0
+    wait_for(lambda: not s.fake.subscriptions, timeout=5, what="the subscription to close")
+    with c.watch():  # the one slot of this client is free again
         pass
 
 
