@@ -8,7 +8,6 @@ together, and implements control.api.AgentAPI on top of them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import itertools
 import os

@@ -28,7 +28,7 @@ from bench.runner import BenchError
 from control import config
 from control.api import JOB_STATES, LOG_LEVELS
 from control.errors import ControlError, InvalidArgument
-from rtcore import layout, topology
+from rtcore import topology
 from rtcore.main import MAX_PERIOD_US, MIN_PERIOD_US
 
 if TYPE_CHECKING:

@@ -32,9 +32,9 @@ _LEVEL_TABLE = np.array([LEVEL_NAMES.get(i, str(i)) for i in range(256)], dtype=
 
 def hex_ids(raw: np.ndarray) -> list[str | None]:
     """Hex strings of a column of ids (n x 8 or n x 16 bytes), None for all-zero ids."""
-    n, width = raw.shape
+    width = raw.shape[1]
     flat = np.ascontiguousarray(raw).tobytes()
-    nonzero = raw.any(axis=1).tolist()
+    nonzero = np.asarray(raw.any(axis=1)).tolist()
     return [flat[i * width : (i + 1) * width].hex() if nz else None for i, nz in enumerate(nonzero)]
 
 
@@ -295,7 +295,6 @@ class Drainer:
         return getattr(
             self.decoder, {"log": "logs", "span": "spans", "event": "events"}.get(ring, ring)
         )(batch)
-
 
     def drain_all(self, ring: str) -> list[dict[str, Any]]:
         """Drain until the ring is empty (a running RT may add while this runs)."""
