@@ -23,9 +23,9 @@ import numpy as np
 
 from bench import machine
 from bench.runner import BenchError, background_rt, last_line, open_running, sweep_segments
-from control import numa
 from control.errors import ControlError
-from control.isolation import Isolator, detect_cgroup, detect_kernel_isolation
+from control.placement import numa
+from control.placement.isolation import Isolator, detect_cgroup, detect_kernel_isolation
 from rtcore import stats, topology
 from rtcore.segment import Segment
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from bench.runner import BenchError
-from control.isolation import detect_kernel_isolation
+from control.placement.isolation import detect_kernel_isolation
 from rtcore import topology
 
 PM_QOS_PATH = "/dev/cpu_dma_latency"

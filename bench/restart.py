@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from bench import machine
 from bench.runner import BenchError, child_env, last_line, run_bounded, segment_name, wait_until
-from control.supervisor import is_rt_process
+from control.rt.supervisor import is_rt_process
 from rtcore.segment import SHM_DIR, Segment, SegmentError, pid_alive
 
 GOAL_P50_MS = 200.0
@@ -106,7 +106,7 @@ def _status_round_trips(target: str) -> dict:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from control.client import Client
+    from control.rpc.client import Client
 
     def summary(samples: list[float]) -> dict:
         return {

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from control.isolation import detect_cgroup
+from control.placement.isolation import detect_cgroup
 from tests.conftest import ROOT
 
 NUMBER = (int, float)

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from control.isolation import Isolator
-from control.supervisor import proc_state
+from control.placement.isolation import Isolator
+from control.rt.supervisor import proc_state
 from rtcore.segment import Segment, SegmentError
 from tests.conftest import Spawner, wait_for
 

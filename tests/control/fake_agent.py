@@ -19,7 +19,7 @@ from typing import Any
 
 from control.api import JOB_STATES, LOG_LEVELS, RT_ACTIONS, Waypoint
 from control.errors import FailedPrecondition, NotFound
-from control.service import current_traceparent
+from control.rpc.service import current_traceparent
 
 NODE_ID = "fake-1"
 # beyond 2**53: a double (google.protobuf.Struct) would change it, JSON must not

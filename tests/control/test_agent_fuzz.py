@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control.api import JOB_STATES
-from control.client import Client, ClientError
+from control.rpc.client import Client, ClientError
 from tests.conftest import Spawner
 from tests.control.agentproc import AgentProc
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from control.config import AgentConfig
-from control.supervisor import proc_state
+from control.rt.supervisor import proc_state
 from rtcore import _core
 from tests.conftest import wait_for
 from tests.control.agentproc import rtctl

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from control.config import AgentConfig
-from control.journal import ActuationJournal
-from control.supervisor import Supervisor
+from control.rt.journal import ActuationJournal
+from control.rt.supervisor import Supervisor
 from rtcore import _core
 from tests.conftest import wait_for
 from tests.control.agentproc import CPU

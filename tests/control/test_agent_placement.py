@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from control.isolation import detect_cgroup
+from control.placement.isolation import detect_cgroup
 from tests.control.agentproc import rtctl
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from control import checkpoint
-from control.checkpoint import (
+from control.state import checkpoint
+from control.state.checkpoint import (
     HEADER_SIZE,
     CheckpointFileError,
     CheckpointSaver,
@@ -123,7 +123,7 @@ def test_load_newest_of_one_task(tmp_path: Path) -> None:
 CRASHER = textwrap.dedent(
     """
     import os, signal, sys
-    from control import checkpoint
+    from control.state import checkpoint
     point, directory = sys.argv[1], sys.argv[2]
     meta = {"seq": 0, "cycle": 0, "mono_ns": 0, "epoch": 0, "task_id": 7, "state_size": 4096}
     store = checkpoint.CheckpointStore(directory)
@@ -327,7 +327,7 @@ def test_state_size_must_match_the_data(tmp_path: Path) -> None:
 
 def test_the_reader_imports_nothing_heavy() -> None:
     code = (
-        "import sys; from control.checkpoint import read_checkpoint_file; "
+        "import sys; from control.state.checkpoint import read_checkpoint_file; "
         "heavy = {'numpy', 'prometheus_client', 'grpc', 'loguru'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

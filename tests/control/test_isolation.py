@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
-from control.isolation import (
+from control.placement.isolation import (
     CgroupFS,
     CgroupInfo,
     Isolator,
@@ -834,7 +834,7 @@ def test_real_v1_isolates_cpu_1_and_undoes_it(spawn, shm_name, real_isolator):
 
 CRASHING_AGENT = """
 import os, sys
-from control.isolation import Isolator
+from control.placement.isolation import Isolator
 Isolator(sys.argv[1], sys.argv[2]).apply(int(sys.argv[3]), [1])
 os.kill(os.getpid(), 9)
 """

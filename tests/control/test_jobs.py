@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from control.errors import FailedPrecondition, InvalidArgument, NotFound
-from control.jobs import JobRunner, JobStore, JobStoreError
+from control.jobs.jobs import JobRunner, JobStore, JobStoreError
 from rtcore import _core, layout, reftask
 from rtcore.records import Drainer
 from tests.conftest import wait_for

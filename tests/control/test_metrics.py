@@ -22,7 +22,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from control.errors import FailedPrecondition
-from control.metrics import Metrics, histogram_buckets
+from control.node.metrics import Metrics, histogram_buckets
 from rtcore import stats
 from tests.conftest import Spawner
 
@@ -192,7 +192,7 @@ def test_a_failing_snapshot_exports_up_0(serve, caplog: pytest.LogCaptureFixture
     port = serve(snapshot)
     assert value(families(scrape(port)), "rtcore_up", node_id="n1") == 1
     healthy["on"] = False
-    with caplog.at_level(logging.ERROR, logger="control.metrics"):
+    with caplog.at_level(logging.ERROR, logger="control.node.metrics"):
         fams = families(scrape(port))
     assert list(fams) == ["rtcore_up"]
     assert value(fams, "rtcore_up", node_id="n1") == 0, "node_id is the last one seen"

@@ -1,4 +1,4 @@
-"""control.numa: NUMA placement of the RT process.
+"""control.placement.numa: NUMA placement of the RT process.
 
 Multi-node behaviour runs on copies of sysfs/procfs trees in the kernel's
 formats (fixtures/numa/two_node, four_node), changed between samples the way
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from control.errors import InvalidArgument, NotFound
-from control.numa import (
+from control.placement.numa import (
     MIN_ALLOCATIONS,
     NumaMonitor,
     choose_cpus,
@@ -519,7 +519,7 @@ def test_real_migrate_refused_without_privilege(rt_on_node0: subprocess.Popen) -
     script = textwrap.dedent(
         f"""
         import os, sys
-        from control import numa
+        from control.placement import numa
         from control.errors import FailedPrecondition
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
         try:

@@ -1,5 +1,5 @@
 """The gRPC service end to end: a real server on a loopback port over the fake
-agent, called through control.client, raw stubs and `rtctl` subprocesses."""
+agent, called through control.rpc.client, raw stubs and `rtctl` subprocesses."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from control import service
-from control.client import Client, ClientError
 from control.config import AgentConfig
 from control.errors import ControlError, InvalidArgument
 from control.proto_gen.rtcore.v1 import control_pb2 as pb
 from control.proto_gen.rtcore.v1 import control_pb2_grpc as pb_grpc
+from control.rpc import service
+from control.rpc.client import Client, ClientError
 from tests.conftest import ROOT, Spawner, wait_for
 from tests.control.fake_agent import BIG_INT, NODE_ID, FakeAgent
 

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from control import service
 from control.api import JOB_STATES, LOG_LEVELS
 from control.config import AgentConfig
 from control.proto_gen.rtcore.v1 import control_pb2 as pb
 from control.proto_gen.rtcore.v1 import control_pb2_grpc as pb_grpc
+from control.rpc import service
 from tests.control.fake_agent import FakeAgent
 
 pytestmark = pytest.mark.timeout(120)

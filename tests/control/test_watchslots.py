@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from control.watchslots import Busy, WatchSlots, client_of
+from control.rpc.watchslots import Busy, WatchSlots, client_of
 
 
 class Clock:

@@ -18,10 +18,10 @@ from typing import Any
 
 from loguru import logger
 
-from control import numa, systemd
 from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
-from control.isolation import Isolator, detect_kernel_isolation
+from control.placement import numa, systemd
+from control.placement.isolation import Isolator, detect_kernel_isolation
 from rtcore import topology
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from control.api import JOB_STATES, Waypoint
 from control.errors import ControlError, FailedPrecondition, InvalidArgument, NotFound
-from control.trajectory import validate_name, validate_waypoints
+from control.jobs.trajectory import validate_name, validate_waypoints
 from rtcore import layout, records, reftask
 
 SCHEMA_VERSION = 1

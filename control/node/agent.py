@@ -21,18 +21,18 @@ import numpy as np
 from loguru import logger
 
 from control import config as config_mod
-from control import systemd
 from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
-from control.checkpoint import CheckpointSaver, CheckpointStore
 from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
-from control.eventbus import EventBus, Subscription
-from control.jobs import JobRunner, JobStore
-from control.journal import ActuationJournal
-from control.lease import LeaseKeeper
-from control.placement import PlacementManager, PlacementStore
-from control.supervisor import Supervisor
-from control.trajectory import validate_name, validate_waypoints
+from control.jobs.jobs import JobRunner, JobStore
+from control.jobs.trajectory import validate_name, validate_waypoints
+from control.node.eventbus import EventBus, Subscription
+from control.placement import systemd
+from control.placement.placement import PlacementManager, PlacementStore
+from control.rt.journal import ActuationJournal
+from control.rt.lease import LeaseKeeper
+from control.rt.supervisor import Supervisor
+from control.state.checkpoint import CheckpointSaver, CheckpointStore
 from rtcore import _core, layout, reftask, stats
 from rtcore.records import Drainer
 from rtcore.segment import Segment, SegmentError, pid_alive
@@ -133,8 +133,8 @@ class Agent:
         return f
 
     def start(self) -> None:
-        from control.metrics import Metrics
-        from control.service import serve
+        from control.node.metrics import Metrics
+        from control.rpc.service import serve
 
         # the ports first: an agent that cannot serve must not have started an RT process
         if self.cfg.metrics_listen:

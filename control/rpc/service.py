@@ -15,7 +15,7 @@ config.auth is "all": then every Control RPC, Watch included, needs it (the
 health check and reflection stay open either way). Clear text on a
 non-loopback address is refused unless config.insecure says otherwise.
 Watch streams are limited in number, per client, and in idle time
-(control.watchslots).
+(control.rpc.watchslots).
 
 Trace context: while the service calls into the AgentAPI, current_traceparent()
 returns the caller's W3C `traceparent` metadata (None when absent or
@@ -42,14 +42,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loguru import logger
 
-from control import trajectory
 from control.api import JOB_STATES, LOG_LEVELS, RT_ACTIONS, AgentAPI
 from control.config import AgentConfig, is_loopback, plaintext_problem
 from control.errors import ControlError, FailedPrecondition, InvalidArgument, NotFound
+from control.jobs import trajectory
 from control.proto_gen.rtcore.v1 import control_pb2 as pb
 from control.proto_gen.rtcore.v1 import control_pb2_grpc as pb_grpc
+from control.rpc.watchslots import Busy, WatchSlots, client_of
 from control.settings import MAX_WATCHERS
-from control.watchslots import Busy, WatchSlots, client_of
 from rtcore import topology
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Control"].full_name
@@ -204,7 +204,7 @@ def check_node(node: int) -> int:
 
 
 def check_job(request: pb.SubmitJobRequest) -> tuple[str, list[trajectory.Waypoint]]:
-    """The same rules as job files (control.trajectory), so a job rtctl
+    """The same rules as job files (control.jobs.trajectory), so a job rtctl
     accepts from a file is never refused here and the reverse."""
     name = trajectory.validate_name(request.name)
     pairs = [(wp.t, list(wp.q)) for wp in request.waypoints]

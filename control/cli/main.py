@@ -32,7 +32,7 @@ from rtcore import topology
 from rtcore.main import MAX_PERIOD_US, MIN_PERIOD_US
 
 if TYPE_CHECKING:
-    from control.client import Client
+    from control.rpc.client import Client
 
 # (report, render); the report is a dict, or a list for `job list`
 Handler = Callable[[argparse.Namespace], tuple[Any, Callable[[Any], str]] | None]
@@ -674,7 +674,7 @@ def _add_agent(commands: Any) -> None:
 
 
 def _connect(args: argparse.Namespace) -> Client:
-    from control.client import Client
+    from control.rpc.client import Client
 
     env_target = os.environ.get("RTCTL_TARGET")
     target = args.target or env_target or DEFAULT_TARGET
@@ -786,7 +786,7 @@ def _render_placement(doc: dict) -> str:
 
 
 def _job_submit(args: argparse.Namespace) -> Report:
-    from control.trajectory import parse_job_file
+    from control.jobs.trajectory import parse_job_file
 
     name, waypoints = parse_job_file(args.file)
     with _connect(args) as client:
@@ -982,7 +982,7 @@ def _fail(message: str, code: int) -> int:
 
 def _run_agent(args: argparse.Namespace) -> int:
     try:
-        from control import agent
+        from control.node import agent
     except ImportError as e:
         return _fail(f"cannot start the agent: {e}", 1)
     return agent.main(args)
@@ -1028,7 +1028,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(render(report))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

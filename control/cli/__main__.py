@@ -1,0 +1,5 @@
+import sys
+
+from control.cli import main
+
+sys.exit(main())

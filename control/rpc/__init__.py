@@ -1,0 +1,1 @@
+"""The gRPC API: the service the agent serves and the client rtctl uses."""

@@ -1,0 +1,1 @@
+"""Durable state: checkpoint files on disk (later: replication to standbys)."""
