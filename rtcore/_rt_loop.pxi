@@ -113,7 +113,7 @@ cdef struct Rt:
     uint32_t actuating
     int64_t fault_code          # last step result, 0 when healthy
     uint64_t skipped_pending    # periods skipped before the next step
-    uint64_t adopted_epoch
+    uint64_t adopted_epoch      # epoch of the state held: adopted, or this node's own
     rtc_limiter step_limit
     rtc_limiter inbound_limit
     rtc_limiter journal_limit
@@ -195,8 +195,8 @@ cdef inline void adopt_inbound(Rt *rt) noexcept nogil:
         elif c.task_id != rt.task_id or c.state_size != rt.task.state_size:
             why = WHY_FOREIGN
         elif c.epoch < rt.adopted_epoch or (c.epoch == rt.adopted_epoch
-                                            and c.seq <= rt.seg.status.adopted_seq):
-            return  # not newer than what this loop already holds
+                                            and c.seq <= rt.ckpt_seq):
+            return  # not newer than the state this loop holds
     if why != 0:
         rt.seg.status.inbound_refused += 1
         if rtc_limit(&rt.inbound_limit, why, rt.em.now_ns, FAULT_LOG_INTERVAL_NS, &repeats):
@@ -287,6 +287,9 @@ cdef inline void decide_actuation(Rt *rt, int64_t wake) noexcept nogil:
             rtc_emit_log(&rt.em, RTC_LEVEL_CRITICAL, T_ACT_JOURNAL, 1, &arg, 0, repeats)
         return
     rt.actuating = 1
+    # from now on the state is this node's own, in its epoch: a replicated
+    # checkpoint must be newer than that to replace it after a demotion
+    rt.adopted_epoch = rt.ctl.epoch
     st.act_epoch = rt.ctl.epoch
     st.act_first_cycle = rt.cycle
     st.act_first_mono_ns = wake
@@ -477,8 +480,7 @@ cdef int run_loop(Rt *rt) noexcept nogil:
         rtc_scratch_open(&rt.scratch, rt.loop_names_base + N_CYCLE, RTC_NO_PARENT, wake)
         rt.phase_span = 0
 
-        if not rt.actuating:
-            adopt_inbound(rt)
+        adopt_inbound(rt)  # refuses (and counts) a replicated state while actuating
         decide_actuation(rt, wake)
         track_state(rt)
 

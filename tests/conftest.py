@@ -87,13 +87,16 @@ def spawn() -> Iterator[Spawner]:
 
 
 @pytest.fixture(scope="session")
-def build_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]:
-    """Compile tests/rtcore/tasks/NAME.c into a task library; returns its path."""
+def build_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
+    """Compile tests/rtcore/tasks/NAME.c into a task library; returns its path.
+    Keyword arguments become -D macro definitions (one library per set)."""
     out_dir = tmp_path_factory.mktemp("tasks")
+    built: dict[tuple, str] = {}
 
-    def build(name: str) -> str:
-        out = out_dir / f"lib{name}.so"
-        if not out.exists():
+    def build(name: str, **defines: str) -> str:
+        key = (name, tuple(sorted(defines.items())))
+        if key not in built:
+            out = out_dir / f"lib{name}-{len(built)}.so"
             subprocess.run(
                 [
                     "gcc",
@@ -102,6 +105,7 @@ def build_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]
                     "-O2",
                     "-Wall",
                     f"-I{INCLUDE}",
+                    *(f"-D{k}={v}" for k, v in sorted(defines.items())),
                     "-o",
                     str(out),
                     str(TASKS / f"{name}.c"),
@@ -110,6 +114,7 @@ def build_task(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], str]
                 check=True,
                 timeout=120,
             )
-        return str(out)
+            built[key] = str(out)
+        return built[key]
 
     return build

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 
+from rtcore.records import Drainer
 from rtcore.segment import Segment, SegmentError
 from tests.conftest import wait_for
 
@@ -45,3 +47,25 @@ def status(seg: Segment) -> dict:
 def finish(proc: subprocess.Popen, timeout: float = 30.0) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+# A standalone RT that must drive its outputs (a new segment fails closed).
+ACTUATE = "--actuate-without-lease"
+
+
+def collect(
+    drainer: Drainer,
+    ring: str,
+    predicate: Callable[[list[dict]], object],
+    timeout: float = 10.0,
+    what: str = "records",
+) -> list[dict]:
+    """Drain ring into one list until predicate(list) is truthy; the list."""
+    got: list[dict] = []
+
+    def done() -> bool:
+        got.extend(drainer.drain(ring))
+        return bool(predicate(got))
+
+    wait_for(done, timeout=timeout, what=what)
+    return got

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtcore import _core, layout
+from rtcore import _core, _testhooks, layout
 from rtcore.segment import Segment
 from tests.conftest import wait_for
 
@@ -32,7 +32,7 @@ MAX_READ_SECONDS = 25.0
 
 WRITER = r"""
 import json, os, sys, time
-from rtcore import _core
+from rtcore import _testhooks
 from rtcore.segment import Segment
 
 name, stop_path, block, sizes = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
@@ -41,7 +41,7 @@ seq, b = 1, 0
 deadline = time.monotonic() + 60
 while not os.path.exists(stop_path) and time.monotonic() < deadline:
     for _ in range(8):
-        _core.hammer_checkpoint(seg.buf, 0, seq, block, sizes[b % len(sizes)])
+        _testhooks.hammer_checkpoint(seg.buf, 0, seq, block, sizes[b % len(sizes)])
         seq += block
         b += 1
 print(json.dumps({"writes": seq - 1}), flush=True)
@@ -183,7 +183,9 @@ def _slot_crc(slot: np.ndarray, data: bytes) -> int:
 
 def test_write_then_read_roundtrip_across_mappings(segment: Segment) -> None:
     state = random.Random(3).randbytes(12345)
-    _core.write_checkpoint(segment.buf, 2, seq=17, cycle=170, epoch=5, task_id=0xABCD, state=state)
+    _core.write_checkpoint(
+        segment.buf, 2, seq=17, cycle=170, epoch=5, task_id=0xABCD, state=state, origin=9, flags=1
+    )
     other = Segment.open(segment.name)  # a second mapping, as the control plane has
     try:
         res, meta, data = _core.read_checkpoint(other.buf, 2)
@@ -191,15 +193,40 @@ def test_write_then_read_roundtrip_across_mappings(segment: Segment) -> None:
         assert data == state
         assert meta["slot"] == 2
         assert meta["seq"] == 17 and meta["cycle"] == 170 and meta["epoch"] == 5
+        assert meta["origin"] == 9 and meta["flags"] == 1
         assert meta["task_id"] == 0xABCD and meta["state_size"] == len(state)
         assert 0 < meta["mono_ns"] <= _core.monotonic_ns()
         v = other.view()
         slot = v["ckpt"][2]
         assert int(slot["seqlock"]) % 2 == 0 and int(slot["seqlock"]) > 0
         assert int(slot["crc"]) == meta["crc"] == _slot_crc(slot, state)
-        for s in (0, 1, 3):
+        for s in (0, 1, 3, _core.INBOUND):
             assert _core.read_checkpoint(other.buf, s)[0] == "empty"
         del v, slot
+    finally:
+        other.close()
+
+
+def test_inbound_slot_is_its_own_slot(segment: Segment) -> None:
+    """The agent's replicated checkpoint goes to the inbound slot, after the
+    RT's own slots, and is read back like them."""
+    assert _core.INBOUND == layout.CKPT_SLOTS
+    _core.write_checkpoint(segment.buf, _core.INBOUND, 3, 30, 2, 0x77, b"replica", origin=4)
+    other = Segment.open(segment.name)
+    try:
+        res, meta, data = _core.read_checkpoint(other.buf, _core.INBOUND)
+        assert (res, data, meta["seq"], meta["epoch"], meta["origin"]) == (
+            "ok",
+            b"replica",
+            3,
+            2,
+            4,
+        )
+        v = other.view()
+        assert int(v["inbound"]["seq"]) == 3 and int(v["inbound"]["origin"]) == 4
+        assert all(_core.read_checkpoint(other.buf, s)[0] == "empty" for s in range(4))
+        assert other.newest_checkpoint() is None, "the RT's own checkpoints only"
+        del v
     finally:
         other.close()
 
@@ -214,8 +241,10 @@ def test_write_then_read_roundtrip_across_mappings(segment: Segment) -> None:
         "cycle",
         "mono_ns",
         "epoch",
+        "origin",
         "task_id",
         "state_size",
+        "flags",
         "crc",
     ],
 )
@@ -288,10 +317,10 @@ def test_writer_killed_mid_hammer_leaves_busy_or_consistent(segment: Segment, sp
     'corrupt' data passed off as good."""
     code = (
         "import sys\n"
-        "from rtcore import _core\n"
+        "from rtcore import _testhooks\n"
         "from rtcore.segment import Segment\n"
         "seg = Segment.open(sys.argv[1])\n"
-        "_core.hammer_checkpoint(seg.buf, 1, 1, 1 << 40, 16384)\n"
+        "_testhooks.hammer_checkpoint(seg.buf, 1, 1, 1 << 40, 16384)\n"
     )
     seen = set()
     for delay in (0.05, 0.11, 0.2):
@@ -324,10 +353,11 @@ def test_writer_killed_mid_hammer_leaves_busy_or_consistent(segment: Segment, sp
 
 
 def test_slot_and_size_are_validated(segment: Segment) -> None:
+    # slot CKPT_SLOTS is the inbound slot; past it there is nothing
     with pytest.raises(ValueError):
-        _core.read_checkpoint(segment.buf, layout.CKPT_SLOTS)
+        _core.read_checkpoint(segment.buf, layout.CKPT_SLOTS + 1)
     with pytest.raises(ValueError):
-        _core.write_checkpoint(segment.buf, layout.CKPT_SLOTS, 1, 1, 0, 0, b"x")
+        _core.write_checkpoint(segment.buf, layout.CKPT_SLOTS + 1, 1, 1, 0, 0, b"x")
     with pytest.raises(ValueError):
         _core.write_checkpoint(segment.buf, 0, 1, 1, 0, 0, b"")
     with pytest.raises(ValueError):
@@ -335,9 +365,9 @@ def test_slot_and_size_are_validated(segment: Segment) -> None:
     _core.write_checkpoint(segment.buf, 0, 1, 1, 0, 0, bytes(layout.CKPT_MAX))
     assert _core.read_checkpoint(segment.buf, 0)[0] == "ok"
     with pytest.raises(ValueError):
-        _core.hammer_checkpoint(segment.buf, 0, 1, 1, 0)
+        _testhooks.hammer_checkpoint(segment.buf, 0, 1, 1, 0)
     with pytest.raises(ValueError):
-        _core.hammer_checkpoint(segment.buf, 0, 1, 1, layout.CKPT_MAX + 1)
+        _testhooks.hammer_checkpoint(segment.buf, 0, 1, 1, layout.CKPT_MAX + 1)
 
 
 def test_hammer_checkpoint_rejects_out_of_range_slot() -> None:
@@ -346,7 +376,7 @@ def test_hammer_checkpoint_rejects_out_of_range_slot() -> None:
     _core.format_segment(buf)
     before = _core.ring_counters(buf, "log")
     with pytest.raises(ValueError, match="out of range"):
-        _core.hammer_checkpoint(buf, layout.CKPT_SLOTS, 1, 1, 64)
+        _testhooks.hammer_checkpoint(buf, layout.CKPT_SLOTS, 1, 1, 64)
     assert _core.ring_counters(buf, "log") == before
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtcore import _core, layout
+from rtcore import _core, enums, layout
 
 ROOT = Path(__file__).resolve().parents[2]
 INCLUDE = ROOT / "rtcore" / "include"
@@ -30,12 +30,15 @@ CONSTANTS: dict[str, str] = {
     "SPAN_RING_CAP": "RTC_SPAN_RING_CAP",
     "EVENT_RING_CAP": "RTC_EVENT_RING_CAP",
     "CMD_RING_CAP": "RTC_CMD_RING_CAP",
+    "JOURNAL_RING_CAP": "RTC_JOURNAL_RING_CAP",
     "CKPT_SLOTS": "RTC_CKPT_SLOTS",
     "CKPT_MAX": "RTC_CKPT_MAX",
     "STRINGS_MAX": "RTC_STRINGS_MAX",
     "STRING_LEN": "RTC_STRING_LEN",
     "HIST_BUCKETS": "RTC_HIST_BUCKETS",
     "LOG_ARGS": "RTC_LOG_ARGS",
+    "SPAN_ATTRS": "RTC_SPAN_ATTRS",
+    "SAMPLE_PPM_ALL": "RTC_SAMPLE_PPM_ALL",
     "CMD_ARGS": "RTC_CMD_ARGS",
     "TEXT_LEN": "RTC_TEXT_LEN",
     "MODE_RUN": "RTC_MODE_RUN",
@@ -45,9 +48,9 @@ CONSTANTS: dict[str, str] = {
     "EV_STARTED": "RTC_EV_STARTED",
     "EV_STATE": "RTC_EV_STATE",
     "EV_DEADLINE_MISS": "RTC_EV_DEADLINE_MISS",
-    "EV_CHECKPOINT": "RTC_EV_CHECKPOINT",
     "EV_CMD_ACK": "RTC_EV_CMD_ACK",
     "EV_ACTUATING": "RTC_EV_ACTUATING",
+    "EV_ADOPTED": "RTC_EV_ADOPTED",
     "EV_TASK": "RTC_EV_TASK",
     "CMD_NOP": "RTC_CMD_NOP",
     "CMD_TASK": "RTC_CMD_TASK",
@@ -71,6 +74,21 @@ DEGRADED_BITS_C = {
 }
 WAKE_MODES_C = {"sleep": "RTC_WAKE_SLEEP", "hybrid": "RTC_WAKE_HYBRID"}
 LEVELS_C = {name: f"RTC_LEVEL_{name}" for name in ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")}
+SPAN_KINDS_C = {
+    "internal": "RTC_SPAN_INTERNAL",
+    "server": "RTC_SPAN_SERVER",
+    "client": "RTC_SPAN_CLIENT",
+    "producer": "RTC_SPAN_PRODUCER",
+    "consumer": "RTC_SPAN_CONSUMER",
+}
+SPAN_STATUS_C = {"unset": "RTC_STATUS_UNSET", "ok": "RTC_STATUS_OK", "error": "RTC_STATUS_ERROR"}
+# rtcore.enums constants that layout.py does not re-export -> C expression
+ENUM_CONSTANTS: dict[str, str] = {
+    "TRACE_SAMPLED": "RTC_TRACE_SAMPLED",
+    "JOURNAL_START": "RTC_JOURNAL_START",
+    "JOURNAL_END": "RTC_JOURNAL_END",
+    "CKPT_SHADOW": "RTC_CKPT_SHADOW",
+}
 
 # _core.STRUCT_SIZES key -> numpy dtype
 STRUCT_DTYPES: dict[str, np.dtype] = {
@@ -84,6 +102,8 @@ STRUCT_DTYPES: dict[str, np.dtype] = {
     "rtc_span_rec": layout.SPAN_REC,
     "rtc_event_rec": layout.EVENT_REC,
     "rtc_cmd_rec": layout.CMD_REC,
+    "rtc_journal_rec": layout.JOURNAL_REC,
+    "rtc_clock": layout.CLOCK,
     "rtc_segment": layout.SEGMENT,
 }
 
@@ -169,9 +189,13 @@ def _c_program() -> str:
         ("DEGRADED_BITS", DEGRADED_BITS_C),
         ("WAKE_MODES", WAKE_MODES_C),
         ("LEVELS", LEVELS_C),
+        ("SPAN_KINDS", SPAN_KINDS_C),
+        ("SPAN_STATUS", SPAN_STATUS_C),
     ):
         for key, expr in mapping.items():
             consts[f"{group}.{key}"] = expr
+    for name, expr in ENUM_CONSTANTS.items():
+        consts[f"enums.{name}"] = expr
     for name, expr in consts.items():
         lines.append(f'    printf("const %s %llu\\n", "{name}", (unsigned long long)({expr}));')
     for name in STRUCT_DTYPES:
@@ -219,6 +243,20 @@ def test_walk_covers_every_leaf() -> None:
         "ckpt[0]",
         "ckpt[0].seq",
         "ckpt[0].data[0]",
+        "ckpt[0].origin",
+        "ckpt[0].flags",
+        "inbound.data[0]",
+        "clock.bracket_ns",
+        "control.seq",
+        "control.sample_ppm",
+        "control.node_id",
+        "status.act_interval_cycles",
+        "status.inbound_refused",
+        "journal_ring.hdr.tail",
+        "journal_ring.recs[0].cycles",
+        "span_ring.recs[0].attr_key[0]",
+        "span_ring.recs[0].attrs[0]",
+        "cmd_ring.recs[0].epoch",
         "log_ring.hdr.tail",
         "log_ring.recs[0].args",
         "log_ring.recs[0].args[0]",
@@ -291,12 +329,22 @@ def test_constants_match_header(c_layout: dict[str, dict]) -> None:
     assert {c[f"DEGRADED_BITS.{k}"]: k for k in DEGRADED_BITS_C} == layout.DEGRADED_BITS
     assert {k: c[f"WAKE_MODES.{k}"] for k in WAKE_MODES_C} == layout.WAKE_MODES
     assert {k: c[f"LEVELS.{k}"] for k in LEVELS_C} == layout.LEVELS
+    assert {c[f"SPAN_KINDS.{k}"]: k for k in SPAN_KINDS_C} == enums.SPAN_KINDS
+    assert {c[f"SPAN_STATUS.{k}"]: k for k in SPAN_STATUS_C} == enums.SPAN_STATUS
+    for name in ENUM_CONSTANTS:
+        assert getattr(enums, name) == c[f"enums.{name}"], name
+    assert not hasattr(layout, "EV_CHECKPOINT") and not hasattr(enums, "EV_CHECKPOINT")
     assert layout.MAGIC.to_bytes(8, "little") == b"RTCORE01"
 
 
 def test_array_lengths_match_constants() -> None:
     seg = layout.SEGMENT
     assert seg["ckpt"].shape == (layout.CKPT_SLOTS,)
+    assert seg["inbound"] == layout.CKPT_SLOT
+    assert layout.SPAN_REC["attrs"].shape == layout.SPAN_REC["attr_key"].shape
+    assert layout.SPAN_REC["attrs"].shape == (layout.SPAN_ATTRS,)
+    assert layout.LOG_REC["args"].shape == (layout.LOG_ARGS,)
+    assert layout.CMD_REC["args"].shape == (layout.CMD_ARGS,)
     assert layout.CKPT_SLOT["data"].shape == (layout.CKPT_MAX,)
     assert layout.STATUS["wake_hist"].shape == (layout.HIST_BUCKETS,)
     assert layout.STRINGS["text"].shape == (layout.STRINGS_MAX,)
@@ -323,8 +371,16 @@ def test_formatted_segment_reads_back_through_numpy(shm_name: str) -> None:
         assert int(h["ckpt_max"]) == layout.CKPT_MAX
         assert int(h["strings_max"]) == layout.STRINGS_MAX
         assert int(v["control"]["mode"]) == layout.MODE_RUN
-        assert int(v["control"]["active"]) == 1
+        assert int(v["control"]["active"]) == 0, "a new segment fails closed"
         assert int(v["control"]["log_level"]) == layout.LEVELS["INFO"]
+        assert int(v["control"]["seq"]) % 2 == 0
+        ctl = _core.read_control(seg.buf)
+        assert (ctl["mode"], ctl["active"], ctl["epoch"], ctl["sample_ppm"]) == (0, 0, 0, 0)
+        mono, real, bracket = _core.read_clock(seg.buf)
+        assert int(v["clock"]["mono_ns"]) == mono and int(v["clock"]["real_ns"]) == real
+        assert int(h["created_ns"]) == real and 0 <= bracket < 1_000_000
+        assert int(v["clock"]["seq"]) % 2 == 0 and int(v["clock"]["seq"]) > 0
+        assert _core.read_checkpoint(seg.buf, _core.INBOUND)[0] == "empty"
         assert int(v["status"]["numa_node"]) == -1
         for ring, (field, rec) in layout.RINGS.items():
             hdr = v[field]["hdr"]
@@ -334,6 +390,11 @@ def test_formatted_segment_reads_back_through_numpy(shm_name: str) -> None:
             head, tail, pushed, dropped, cap = _core.ring_counters(seg.buf, ring)
             assert (head, tail, pushed, dropped) == (0, 0, 0, 0)
             assert cap == int(hdr["capacity"])
+        # C writes of the control block land on the numpy fields
+        _core.write_control(seg.buf, epoch=7, node_id=3, sample_ppm=5, lease_timeout_ns=9)
+        assert (int(v["control"]["epoch"]), int(v["control"]["node_id"])) == (7, 3)
+        assert int(v["control"]["sample_ppm"]) == 5
+        assert int(v["control"]["lease_timeout_ns"]) == 9
         # and the other way round: numpy writes are what C reads
         v["header"]["owner_pid"] = 4242
         assert seg.owner_pid() == 4242

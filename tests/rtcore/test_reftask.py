@@ -8,7 +8,7 @@ from rtcore import _core, reftask
 from rtcore.records import Drainer
 from rtcore.segment import Segment
 from tests.conftest import wait_for
-from tests.rtcore.rtproc import open_when_ready, status
+from tests.rtcore.rtproc import ACTUATE, open_when_ready, status
 
 CPU = str(max(os.sched_getaffinity(0)))
 JOINTS = 6
@@ -20,12 +20,13 @@ def test_state_dtype_matches_the_task(spawn, shm_name):
     meta, data = Segment.open(shm_name).newest_checkpoint()
     assert meta["cycle"] == 20
     state = reftask.decode_state(data)
-    assert state["version"] == 1 and state["n_joints"] == JOINTS
+    assert state["version"] == 2 and state["n_joints"] == JOINTS
+    assert state["steps"] == 20 and state["outputs"] == 0, "standby by default: no outputs"
     assert state["kp"] == 400.0 and state["inertia"] == 1.0
 
 
 def test_job_runs_through_commands_and_survives_kill_9(spawn, shm_name):
-    proc = spawn.rt(shm_name, "--cpus", CPU, "--ckpt-every", "5")
+    proc = spawn.rt(shm_name, "--cpus", CPU, "--ckpt-every", "5", ACTUATE)
     seg = open_when_ready(shm_name, proc, min_cycles=5)
     drainer = Drainer(seg.buf)
     waypoints = [(0.4 * (i + 1), [0.1 * (i + 1)] * JOINTS) for i in range(5)]
@@ -36,7 +37,7 @@ def test_job_runs_through_commands_and_survives_kill_9(spawn, shm_name):
     events: list[dict] = []
 
     def reached(index: int):
-        events.extend(drainer.drain_all("event"))
+        events.extend(drainer.drain("event"))
         return any(e["kind_id"] == reftask.EV_WAYPOINT_REACHED and e["b"] == index for e in events)
 
     wait_for(lambda: reached(1), timeout=10, what="waypoint 1")
@@ -55,14 +56,14 @@ def test_job_runs_through_commands_and_survives_kill_9(spawn, shm_name):
     assert reftask.TRAJ_STATES[int(saved["traj_state"])] == "running"
     assert saved["job_id"] == 7 and saved["cursor"] >= 2
 
-    resumed = spawn.rt(shm_name, "--cpus", CPU, "--resume")
+    resumed = spawn.rt(shm_name, "--cpus", CPU, "--resume", ACTUATE)
     seg2 = open_when_ready(shm_name, resumed, min_cycles=int(status(seg)["ckpt_cycle"]) + 1)
     assert status(seg2)["restored_seq"] == ckpt_seq
     drainer2 = Drainer(seg2.buf)
     after: list[dict] = []
 
     def done():
-        after.extend(drainer2.drain_all("event"))
+        after.extend(drainer2.drain("event"))
         return [e for e in after if e["kind_id"] == reftask.EV_TRAJ_DONE]
 
     finished = wait_for(done, timeout=15, what="the job to finish after the restart")

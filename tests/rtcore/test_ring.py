@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rtcore import _core, layout
+from rtcore import _core, _testhooks, layout
 from rtcore.segment import Segment
 from tests.conftest import wait_for
 
@@ -176,28 +176,28 @@ def test_verify_sequence_detects_damage() -> None:
     rec_size = layout.LOG_REC.itemsize
     buf = bytearray(_core.SEGMENT_SIZE)
     _core.format_segment(buf)
-    w = _core.RingWriter(buf, "log")
+    w = _testhooks.PatternWriter(buf, "log")
     r = _core.RingReader(buf, "log")
     assert w.push_sequence(10, 100) == 100
     data = bytearray(r.pop(100))
-    assert _core.verify_sequence(data, rec_size, 10) == (100, 109, 0, 0)
+    assert _testhooks.verify_sequence(data, rec_size, 10) == (100, 109, 0, 0)
 
     rec = [bytes(data[i * rec_size : (i + 1) * rec_size]) for i in range(100)]
     gap = b"".join(rec[:40] + rec[41:])
-    assert _core.verify_sequence(gap, rec_size, 10) == (99, 109, 1, 0)
+    assert _testhooks.verify_sequence(gap, rec_size, 10) == (99, 109, 1, 0)
     swapped = b"".join(rec[:40] + [rec[41], rec[40]] + rec[42:])
-    count, _, _, corrupt = _core.verify_sequence(swapped, rec_size, 10)
+    count, _, _, corrupt = _testhooks.verify_sequence(swapped, rec_size, 10)
     assert count == 100 and corrupt >= 1
     torn = bytearray(data)
     torn[50 * rec_size + 77] ^= 0x01
-    assert _core.verify_sequence(torn, rec_size, 10) == (100, 109, 0, 1)
+    assert _testhooks.verify_sequence(torn, rec_size, 10) == (100, 109, 0, 1)
 
 
 def test_push_sequence_spin_does_not_count_retries_as_drops() -> None:
     """Drops are records refused, not retry attempts."""
     buf = bytearray(_core.SEGMENT_SIZE)
     _core.format_segment(buf)
-    w = _core.RingWriter(buf, "event")
+    w = _testhooks.PatternWriter(buf, "event")
     assert w.push_sequence(1, layout.EVENT_RING_CAP) == layout.EVENT_RING_CAP
     assert _core.ring_counters(buf, "event")[3] == 0
     # ring full, no consumer: one record is refused after 10 retries
@@ -209,7 +209,7 @@ def test_push_sequence_spin_does_not_count_retries_as_drops() -> None:
 
 CONSUMER = r"""
 import json, os, sys, time
-from rtcore import _core
+from rtcore import _core, _testhooks
 from rtcore.segment import Segment
 
 name, expect_total, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -225,7 +225,7 @@ timed_out = False
 while True:
     data = reader.pop(4096)
     if data:
-        n, last, g, c = _core.verify_sequence(data, size, expect)
+        n, last, g, c = _testhooks.verify_sequence(data, size, expect)
         received += n
         gaps += g
         corrupt += c
@@ -245,12 +245,12 @@ print(json.dumps({"received": received, "last": expect - 1, "gaps": gaps, "corru
 
 PRODUCER = r"""
 import json, random, sys, time
-from rtcore import _core
+from rtcore import _testhooks
 from rtcore.segment import Segment
 
 name, total, spin_limit, done_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 seg = Segment.open(name)
-writer = _core.RingWriter(seg.buf, "log")
+writer = _testhooks.PatternWriter(seg.buf, "log")
 if spin_limit > 0:
     accepted = writer.push_sequence(1, total, spin_limit)
 else:

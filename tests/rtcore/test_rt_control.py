@@ -17,20 +17,19 @@ CPU = str(max(os.sched_getaffinity(0)))
 def test_mode_changes_are_reported_and_stop_ends_the_loop(spawn, shm_name):
     proc = spawn.rt(shm_name, "--cpus", CPU, "--keep-shm")
     seg = open_when_ready(shm_name, proc, min_cycles=20)
-    ctl = seg.view()["control"]
     drainer = Drainer(seg.buf)
     for mode, name in (
         (layout.MODE_HOLD, "hold"),
         (layout.MODE_SAFE, "safe"),
         (layout.MODE_RUN, "run"),
     ):
-        ctl["mode"] = mode
+        _core.write_control(seg.buf, mode=mode)
         wait_for(
             lambda name=name: layout.STATE_NAMES[status(seg)["state"]] == name,
             timeout=5,
             what=f"state {name}",
         )
-    logs = drainer.drain_all("log")
+    logs = drainer.drain("log")
     changes = [(r["level"], r["message"]) for r in logs if r["message"].startswith("state changed")]
     assert changes == [
         ("ERROR", "state changed to RUN"),
@@ -38,7 +37,7 @@ def test_mode_changes_are_reported_and_stop_ends_the_loop(spawn, shm_name):
         ("CRITICAL", "state changed to SAFE"),
         ("ERROR", "state changed to RUN"),
     ]
-    ctl["mode"] = layout.MODE_STOP
+    _core.write_control(seg.buf, mode=layout.MODE_STOP)
     rc, out, err = finish(proc, timeout=5)
     assert rc == 0, err
     assert layout.STATE_NAMES[status(seg)["state"]] == "stopped"
@@ -65,16 +64,16 @@ def test_log_level_applies_at_runtime(spawn, shm_name, build_task):
     seg = open_when_ready(shm_name, proc, min_cycles=10)
     drainer = Drainer(seg.buf)
     wait_for(lambda: status(seg)["misses"] >= 3, timeout=10, what="three misses")
-    seg.view()["control"]["log_level"] = layout.LEVELS["CRITICAL"]
+    _core.write_control(seg.buf, log_level=layout.LEVELS["CRITICAL"])
     time.sleep(0.05)
-    drainer.drain_all("log")
+    drainer.drain("log")
     quiet_from = status(seg)["misses"]
     wait_for(lambda: status(seg)["misses"] >= quiet_from + 5, timeout=10, what="more misses")
-    assert drainer.drain_all("log") == [], "nothing below CRITICAL is recorded"
+    assert drainer.drain("log") == [], "nothing below CRITICAL is recorded"
     dropped_before = _core.ring_counters(seg.buf, "log")[3]
-    seg.view()["control"]["log_level"] = layout.LEVELS["INFO"]
+    _core.write_control(seg.buf, log_level=layout.LEVELS["INFO"])
     wait_for(
-        lambda: any(r["message"].startswith("deadline miss") for r in drainer.drain_all("log")),
+        lambda: any(r["message"].startswith("deadline miss") for r in drainer.drain("log")),
         timeout=10,
         what="ERROR records again",
     )
@@ -82,29 +81,44 @@ def test_log_level_applies_at_runtime(spawn, shm_name, build_task):
     seg.close()
 
 
-def test_expired_lease_stops_actuation(spawn, shm_name):
-    proc = spawn.rt(shm_name, "--cpus", CPU, "--lease-timeout-ms", "50")
-    seg = open_when_ready(shm_name, proc, min_cycles=5)
-    ctl = seg.view()["control"]
-    drainer = Drainer(seg.buf)
-    # no lease was ever given: the loop must not actuate
-    time.sleep(0.1)
-    assert status(seg)["actuating"] == 0
-    ctl["epoch"] = 3
-    renew_until = time.monotonic() + 0.5
-    while time.monotonic() < renew_until:
-        ctl["lease_ns"] = _core.monotonic_ns()
-        time.sleep(0.01)
-        if status(seg)["actuating"]:
-            break
-    assert status(seg)["actuating"] == 1
+def _stops_within_a_cycle_of(seg: Segment, lease: int, timeout_ns: int) -> dict:
     wait_for(lambda: status(seg)["actuating"] == 0, timeout=2, what="lease expiry to stop outputs")
-    messages = [(r["level"], r["message"]) for r in drainer.drain_all("log")]
-    assert ("ERROR", "actuation enabled (epoch 3)") in messages
-    assert any(
-        level == "CRITICAL" and m.startswith("actuation stopped: control-plane lease expired")
-        for level, m in messages
-    )
+    st = status(seg)
+    assert st["act_last_mono_ns"] >= lease, "it actuated under the lease"
+    assert st["act_last_mono_ns"] <= lease + timeout_ns + st["period_ns"]
+    return st
+
+
+def test_expired_lease_stops_actuation_within_one_cycle(spawn, shm_name):
+    """An active RT whose lease is not renewed drives its outputs on no cycle
+    that woke later than lease + timeout + one period: neither the first
+    lease (given at start) nor a renewed one."""
+    timeout_ns = 50_000_000
+    proc = spawn.rt(shm_name, "--cpus", CPU, "--active", "--lease-timeout-ms", "50", "--epoch", "3")
+    seg = open_when_ready(shm_name, proc, min_cycles=1)
+    drainer = Drainer(seg.buf)
+    first = _stops_within_a_cycle_of(seg, _core.read_control(seg.buf)["lease_ns"], timeout_ns)
+    assert first["actuated_cycles"] > 0
+    deadline = time.monotonic() + 2
+    while status(seg)["actuated_cycles"] < first["actuated_cycles"] + 100:
+        assert time.monotonic() < deadline, "a renewed lease did not restart actuation"
+        _core.renew_lease(seg.buf)
+        time.sleep(0.01)
+    lease = _core.renew_lease(seg.buf)  # the last renewal: from here on the lease only ages
+    st = _stops_within_a_cycle_of(seg, lease, timeout_ns)
+    assert st["act_epoch"] == 3
+    time.sleep(0.05)
+    assert status(seg)["actuated_cycles"] == st["actuated_cycles"], "and stays stopped"
+    logs = drainer.drain("log")
+    messages = [(r["level"], r["message"]) for r in logs]
+    assert messages.count(("ERROR", "actuation started in epoch 3")) == 2
+    expired = [r for r in logs if r["message"].startswith("actuation stopped: control-plane lease")]
+    assert len(expired) == 2 and all(r["level"] == "CRITICAL" for r in expired)
+    for r in expired:
+        assert r["fields"]["timeout_ms"] == 50.0
+        assert 50.0 < r["fields"]["lease_age_ms"] <= 50.0 + st["period_ns"] / 1e6
+    end = [j for j in drainer.drain("journal") if j["kind"] == "end"]
+    assert end[-1]["mono_ns"] == st["act_last_mono_ns"] and end[-1]["epoch"] == 3
     seg.close()
 
 
@@ -112,8 +126,9 @@ def test_standby_does_not_actuate(spawn, shm_name):
     proc = spawn.rt(shm_name, "--cpus", CPU, "--standby")
     seg = open_when_ready(shm_name, proc, min_cycles=50)
     assert status(seg)["actuating"] == 0
-    seg.view()["control"]["active"] = 1
+    _core.write_control(seg.buf, active=1)
     wait_for(lambda: status(seg)["actuating"] == 1, timeout=2, what="promotion to actuate")
+    assert status(seg)["act_first_cycle"] > 50
     seg.close()
 
 
@@ -151,14 +166,19 @@ def test_numa_node_binds_the_segment(spawn, shm_name):
 
 
 def test_resume_applies_control_flags_that_are_given(spawn, shm_name):
-    first = spawn.rt(shm_name, "--cpus", CPU, "--trace-every", "7")
-    open_when_ready(shm_name, first, min_cycles=20).close()
+    first = spawn.rt(
+        shm_name, "--cpus", CPU, "--trace-ratio", "0.25", "--epoch", "4", "--actuate-without-lease"
+    )
+    seg = open_when_ready(shm_name, first, min_cycles=20)
+    wait_for(lambda: status(seg)["actuating"] == 1, timeout=2, what="actuation")
+    seg.close()
     first.kill()
     first.wait(timeout=5)
     resumed = spawn.rt(shm_name, "--cpus", CPU, "--resume", "--standby")
     seg = open_when_ready(shm_name, resumed, min_cycles=10)
-    ctl = seg.view()["control"]
-    assert int(ctl["active"]) == 0, "--standby given: applied to the resumed segment"
-    assert int(ctl["trace_every"]) == 7, "--trace-every not given: the segment's value stays"
+    ctl = _core.read_control(seg.buf)
+    assert ctl["active"] == 0, "--standby given: applied to the resumed segment"
+    assert ctl["sample_ppm"] == 250_000, "--trace-ratio not given: the segment's value stays"
+    assert ctl["epoch"] == 4
     assert status(seg)["actuating"] == 0
     seg.close()

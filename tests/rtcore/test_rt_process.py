@@ -74,13 +74,13 @@ def test_slow_task_cycles_are_exactly_the_misses(spawn, shm_name, build_task):
     # skips those two periods and resumes on T+12 instead of bursting
     assert st["skipped_periods"] == 2 * len(burn)
     drainer = Drainer(seg.buf)
-    logs = drainer.drain_all("log")
+    logs = drainer.drain("log")
     miss_logs = [r for r in logs if r["message"].startswith("deadline miss")]
     assert [r["cycle"] for r in miss_logs] == burn
     assert all(r["level"] == "ERROR" for r in miss_logs)
     burns = [r for r in logs if r["message"].startswith("burning")]
     assert [r["cycle"] for r in burns] == burn
-    misses = [e for e in drainer.drain_all("event") if e["kind"] == "deadline_miss"]
+    misses = [e for e in drainer.drain("event") if e["kind"] == "deadline_miss"]
     assert [e["cycle"] for e in misses] == burn
     assert all(e["a"] >= 10_000_000 for e in misses), "event carries the late cycle's exec ns"
 
@@ -89,7 +89,7 @@ def test_wrong_abi_task_is_refused(spawn, shm_name, build_task):
     proc = spawn.rt(shm_name, "--task", build_task("bad_abi_task"))
     rc, out, err = finish(proc)
     assert rc == 2
-    assert err.count("\n") == 1 and "task ABI version 999" in err
+    assert err.count("\n") == 1 and "task ABI version 999" in err and "needs 2" in err
     assert not os.path.exists(f"/dev/shm/{shm_name}")
 
 
@@ -127,7 +127,7 @@ def test_kill_9_then_resume_continues_from_checkpoint(spawn, shm_name):
     assert st["restored_seq"] == last_ckpt
     assert st["restored_cycle"] == ckpt_cycle
     assert st["pid"] == resumed.pid
-    started = [e for e in Drainer(seg2.buf).drain_all("event") if e["kind"] == "started"]
+    started = [e for e in Drainer(seg2.buf).drain("event") if e["kind"] == "started"]
     assert started[-1]["a"] == last_ckpt
     resumed.terminate()
     assert finish(resumed, timeout=5)[0] == 0
@@ -169,3 +169,39 @@ def test_bad_shm_name(spawn):
     proc = spawn.rt("a/b")
     rc, _, err = finish(proc)
     assert rc == 2 and err.count("\n") == 1 and "shared-memory name 'a/b' is invalid" in err
+
+
+@pytest.mark.parametrize(
+    ("task", "defines", "expect"),
+    [
+        ("v1_task", {}, ["built for task ABI 1", "needs task ABI 2 (rtc_task_v2)"]),
+        ("template_task", {"TEMPLATE": '"job {job} of {job}"'}, ["names field 'job' twice"]),
+        (
+            "template_task",
+            {"TEMPLATE": '"error {x:zz}"'},
+            ["field 'x' has format 'zz'", "neither an integer nor a number"],
+        ),
+        ("template_task", {"TEMPLATE": '"took {} us"'}, ["has a positional field"]),
+        ("template_task", {"TEMPLATE": '"took {0} us"'}, ["has a positional field"]),
+    ],
+    ids=["v1-library", "field-twice", "unknown-spec", "positional", "numbered"],
+)
+def test_task_refused_at_start_up_is_one_line_and_leaves_nothing(
+    spawn, shm_name, build_task, task, defines, expect
+):
+    proc = spawn.rt(shm_name, "--cpus", CPU, "--task", build_task(task, **defines))
+    rc, out, err = finish(proc, timeout=10)
+    assert rc == 2, err
+    assert err.count("\n") == 1 and err.startswith("rtcore: error: "), err
+    for text in expect:
+        assert text in err
+    assert "running on" not in out
+    assert not os.path.exists(f"/dev/shm/{shm_name}")
+
+
+def test_a_valid_template_task_starts(spawn, shm_name, build_task):
+    """The refusals above are the templates', not the test task's."""
+    task = build_task("template_task", TEMPLATE='"took {took_us:.1f} us on {cycle:d}"')
+    rc, out, err = finish(spawn.rt(shm_name, "--cpus", CPU, "--task", task, "--cycles", "5"))
+    assert rc == 0, err
+    assert "stopped after cycle 5" in out

@@ -22,13 +22,10 @@ static int bad_step(void *state, const rtc_cycle_info *info, const rtc_task_api 
     return 0;
 }
 
-const rtc_task rtc_task_v1 = {
+const rtc_task rtc_task_v2 = {
     .abi_version = 999,
     .state_size = sizeof(uint64_t),
     .name = "bad",
-    .log_templates = NULL,
-    .n_log_templates = 0,
     .init = bad_init,
     .step = bad_step,
-    .command = NULL,
 };
