@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from control.errors import FailedPrecondition, InvalidArgument, NotFound
+from control.placement.procfs import stat_fields, unescape
 from rtcore import topology
 
 NUMASTAT_KEYS = (
@@ -59,18 +60,12 @@ _LINE = re.compile(
     r"(?P<policy>prefer \(many\)\S*|weighted interleave\S*|\S+)(?P<rest>.*)$"
 )
 _NODE = re.compile(r"^N(\d+)$")
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 OnAlert = Callable[[str, str, dict[str, Any]], None]
 
 
 def _system(sysfs: str) -> str:
     return os.path.join(sysfs, "devices", "system")
-
-
-def _unescape(path: str) -> str:
-    # seq_path escapes "\n\t= " and backslash as 3-digit octal
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), path)
 
 
 def parse_numa_maps(text: str) -> dict[str, Any]:
@@ -111,7 +106,7 @@ def parse_numa_maps(text: str) -> dict[str, Any]:
                     mapping["huge"] = True
             elif key == "file":
                 mapping["kind"] = "file"
-                mapping["file"] = _unescape(value)
+                mapping["file"] = unescape(value)
             elif key == "kernelpagesize_kB":
                 mapping["kernelpagesize_kB"] = int(value)
             elif node := _NODE.match(key):
@@ -211,8 +206,7 @@ def _last_cpu(pid: int, proc: str) -> int | None:
             stat = f.read()
     except OSError:
         return None
-    # comm may hold spaces and parentheses: fields count from the last ')'.
-    fields = stat[stat.rfind(")") + 2 :].split()
+    fields = stat_fields(stat)
     # field 39 of proc_pid_stat(5), 'processor': the CPU it last ran on
     return int(fields[36]) if len(fields) > 36 else None
 

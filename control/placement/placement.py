@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +20,9 @@ from loguru import logger
 from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
 from control.placement import numa, systemd
+from control.placement.atomicfile import write_atomic
 from control.placement.isolation import Isolator, detect_kernel_isolation
+from control.placement.procfs import thread_ids
 from rtcore import topology
 
 
@@ -54,20 +55,7 @@ class PlacementStore:
             return None
 
     def save(self, p: Placement) -> None:
-        directory = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".placement-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(p), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, self.path)
-
-
-def thread_ids(pid: int) -> list[int]:
-    try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except FileNotFoundError:
-        return []
+        write_atomic(self.path, json.dumps(asdict(p)))
 
 
 def set_process_affinity(pid: int, cpus: list[int]) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import tempfile
 
 from control.config import AgentConfig
+from control.placement.atomicfile import write_atomic
 from rtcore import topology
 
 UNIT_PATH_FILE = "systemd-unit-path"
@@ -45,12 +45,7 @@ def unit_text(cfg: AgentConfig, argv: list[str], cpus: list[int], numa_node: int
 
 
 def write_unit(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".rtcore-unit-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+    write_atomic(path, text, mode=0o644)  # systemd reads it as another user
 
 
 def remembered_path(data_dir: str) -> str | None:

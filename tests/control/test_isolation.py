@@ -1,4 +1,4 @@
-"""control/isolation.py: CPU isolation of the RT process.
+"""control/placement/isolation.py and its pieces: CPU isolation of the RT process.
 
 The first part runs against fake trees in tmp_path. A fake tree is plain
 files; FakeKernel emulates only the kernel behaviour its docstring lists, so
@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
+from control.placement.atomicfile import write_atomic
 from control.placement.isolation import (
     CgroupFS,
     CgroupInfo,
@@ -31,6 +32,8 @@ from control.placement.isolation import (
     detect_cgroup,
     detect_kernel_isolation,
 )
+from control.placement.journal import Journal, orphan
+from control.placement.procfs import stat_fields, unescape
 from rtcore.topology import format_cpu_list, online_cpus, parse_cpu_list
 from tests.conftest import ROOT, Spawner, wait_for
 from tests.rtcore.rtproc import open_when_ready, status
@@ -720,6 +723,45 @@ def test_apply_twice_and_bad_names(v1):
     iso.remove()
     with pytest.raises(InvalidArgument, match="cannot name a cgroup"):
         Isolator("../etc", str(v1.state))
+
+
+# ---- the pieces alone ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [("{not json", "is unreadable"), ('{"format": 99}', "is not in format 1"), ("[]", "format")],
+)
+def test_unusable_record_says_how_to_undo_by_name(v1, text, reason):
+    v1.state.write_text(text)
+    with pytest.raises(FailedPrecondition, match=reason) as e:
+        v1.isolator(_v1_kernel(v1)).remove()
+    assert "move it aside and call remove() again" in str(e.value)
+    assert v1.state.read_text() == text, "the record is the operator's evidence: left alone"
+
+
+def test_record_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "isolation.json"
+    journal = Journal(str(path))
+    journal.save(orphan("v1", "/cg", ["/cg/x-rt"]))
+    saved = path.read_text()
+
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError):
+        journal.save(orphan("v1", "/cg", []))
+    assert path.read_text() == saved and os.listdir(tmp_path) == ["isolation.json"]
+    monkeypatch.undo()
+    write_atomic(str(tmp_path / "unit"), "[Unit]\n", mode=0o644)
+    assert (tmp_path / "unit").stat().st_mode & 0o777 == 0o644
+
+
+def test_proc_text_helpers():
+    stat = "77 (a) b (c)) S 1 2 3\n"  # comm may hold ") "
+    assert stat_fields(stat)[:2] == ["S", "1"] and stat_fields("garbage") == []
+    assert unescape("/mnt/my\\040cg\\134x") == "/mnt/my cg\\x"
 
 
 # ---- real: this machine's cgroup hierarchy ------------------------------------------------
