@@ -278,6 +278,7 @@ SEGMENT = _struct(
 
 # enum values shared with layout.h (numpy-free for the RT process's start-up)
 from rtcore.enums import (  # noqa: E402,F401
+    CKPT_SHADOW,
     CMD_NOP,
     CMD_TASK,
     DEGRADED_BITS,

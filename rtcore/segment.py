@@ -45,6 +45,7 @@ class Segment:
         self.name = name
         self.path = shm_path(name)
         self.created = created
+        self.inode = os.fstat(fd).st_ino
         try:
             self.buf = mmap.mmap(
                 fd,
@@ -101,6 +102,14 @@ class Segment:
             seg.close()
             raise SegmentError(f"{path}: {e}") from None
         return seg
+
+    def replaced(self) -> bool:
+        """Whether the name no longer leads to this mapping: the file was
+        removed (systemd's RemoveIPC, an operator) or made anew by another RT."""
+        try:
+            return os.stat(self.path).st_ino != self.inode
+        except FileNotFoundError:
+            return True
 
     def owner_pid(self) -> int:
         return int(_core.header_info(self.buf)["owner_pid"])

@@ -14,6 +14,7 @@ Every sample carries a `node_id` label. Metric names (all `rtcore_`):
     rtcore_rt_wake_latency_seconds            histogram
     rtcore_rt_exec_time_seconds               histogram
     rtcore_rt_ring_dropped_records_total{ring}  counter: log, span, event
+    rtcore_drain_dropped_records_total{subscriber}  counter: lost by a slow subscriber
     rtcore_checkpoint_seq                     gauge
     rtcore_checkpoint_age_seconds             gauge
     rtcore_cluster_term                       gauge
@@ -213,6 +214,16 @@ class StatusCollector(Collector):
             )
             for ring, count in sorted(rt["ring_dropped"].items()):
                 c.add_metric([node, ring], float(count))
+            yield c
+        subs = _get(s, ("drainer", "subscribers"))
+        if subs:
+            c = CounterMetricFamily(
+                "rtcore_drain_dropped_records",
+                "Records a subscriber of the drainer lost because its queue was full",
+                labels=["node_id", "subscriber"],
+            )
+            for name, sub in sorted(subs.items()):
+                c.add_metric([node, name], float(sub["dropped"]))
             yield c
 
 

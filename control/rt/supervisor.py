@@ -23,14 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from loguru import logger
+
 from control.config import AgentConfig
+from control.rt.link import SegmentLink
 from rtcore import _core, layout
-from rtcore.segment import Segment, SegmentError, shm_path
+from rtcore.segment import Segment, shm_path
 
 FIRST_BACKOFF_S = 0.05
 STOP_GRACE_S = 3.0
 START_TIMEOUT_S = 30.0
 SAFE_SETTLE_S = 0.1
+WATCHER_RESTART_S = 0.1
 
 MODES = {"run": layout.MODE_RUN, "hold": layout.MODE_HOLD, "safe": layout.MODE_SAFE}
 
@@ -81,6 +85,7 @@ class Supervisor:
         restore_file: Callable[[], str | None] = lambda: None,
         cgroup_procs: Callable[[], str | None] = lambda: None,
         control_args: Callable[[], list[str]] = lambda: ["--standby"],
+        link: SegmentLink | None = None,
     ) -> None:
         self.cfg = cfg
         self._emit = on_event
@@ -102,7 +107,10 @@ class Supervisor:
         self._started_at = 0.0
         self._streak = 0
         self._next_start = 0.0
-        self.segment: Segment | None = None
+        self._owns_link = link is None
+        self._link = link or SegmentLink(cfg.shm_name)
+        self.watcher_faults = 0
+        self.callback_faults = 0
         self.state = "stopped"
         self.restarts = 0
         self.adopted = False
@@ -116,7 +124,9 @@ class Supervisor:
         with self._lock:
             if not self._adopt():
                 self._spawn()
-        self._thread = threading.Thread(target=self._watch, name="rt-supervisor", daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch_forever, name="rt-supervisor", daemon=True
+        )
         self._thread.start()
 
     def close(self, stop_rt: bool = True) -> None:
@@ -131,9 +141,8 @@ class Supervisor:
             self._stop_rt()
         with self._lock:
             self._close_pidfd()
-            if self.segment is not None:
-                self.segment.close()
-                self.segment = None
+            if self._owns_link:
+                self._link.close()
 
     def action(self, action: str) -> None:
         """start | stop | run | hold | safe."""
@@ -172,6 +181,9 @@ class Supervisor:
                 "backoff_ms": round(backoff * 1000),
                 "last_exit": self.last_exit.describe() if self.last_exit else "",
                 "last_error": self.last_error,
+                "watcher_faults": self.watcher_faults,
+                "callback_faults": self.callback_faults,
+                "segment_remaps": self._link.remaps,
             }
 
     # ---- starting -----------------------------------------------------
@@ -179,29 +191,30 @@ class Supervisor:
     def _adopt(self) -> bool:
         if not os.path.exists(shm_path(self.cfg.shm_name)):
             return False
-        try:
-            seg = Segment.open(self.cfg.shm_name)
-        except SegmentError:
+        seg = self._link.get()
+        if seg is None:
             return False
         pid = seg.owner_pid()
         if not is_rt_process(pid, self.cfg.shm_name):
-            seg.close()
             return False
         try:
             self._pidfd = os.pidfd_open(pid)
         except OSError:
-            seg.close()
             return False
-        self.segment = seg
         self._pid = pid
         self._proc = None
         self._started_at = time.monotonic()
         self.adopted = True
         self.state = "running"
-        self._emit(
+        self._notify(
             "rt_adopted", "WARN", {"pid": pid, "message": f"adopted running RT process {pid}"}
         )
         return True
+
+    @property
+    def segment(self) -> Segment | None:
+        """The node's segment as mapped now (re-mapped if its file was replaced)."""
+        return self._link.get()
 
     def _argv(self) -> list[str]:
         c = self.cfg
@@ -246,14 +259,9 @@ class Supervisor:
     def _prepare_segment(self) -> None:
         """A segment left by a clean stop still says STOP: set the mode the new
         process must start in before it reads it."""
-        try:
-            seg = Segment.open(self.cfg.shm_name)
-        except SegmentError:
-            return
-        try:
+        seg = self._link.get()
+        if seg is not None:
             _core.write_control(seg.buf, mode=self._mode)
-        finally:
-            seg.close()
 
     def _spawn(self) -> None:
         self._prepare_segment()
@@ -272,7 +280,7 @@ class Supervisor:
         except OSError as e:
             self.state = "failed"
             self.last_error = f"cannot start the RT process: {e}"
-            self._emit("rt_start_failed", "CRITICAL", {"message": self.last_error})
+            self._notify("rt_start_failed", "CRITICAL", {"message": self.last_error})
             return
         finally:
             log.close()
@@ -282,21 +290,39 @@ class Supervisor:
         self._started_at = time.monotonic()
         self.adopted = False
         self.state = "starting"
-        self._emit(
+        self._notify(
             "rt_started", "INFO", {"pid": proc.pid, "message": f"started RT process {proc.pid}"}
         )
 
     def _attach_segment(self) -> bool:
-        """Map the segment once the RT process has made it and runs on it."""
-        if self.segment is None:
-            try:
-                self.segment = Segment.open(self.cfg.shm_name)
-            except SegmentError:
-                return False
-        st = self.segment.view()["status"]
+        """Whether the RT process has made its segment and runs its loop on it."""
+        seg = self._link.get()
+        if seg is None:
+            return False
+        st = seg.view()["status"]
         return int(st["pid"]) == self._pid and int(st["state"]) != layout.STATE_NAMES_INV["init"]
 
     # ---- watching -----------------------------------------------------
+
+    def _watch_forever(self) -> None:
+        """The watch loop, restarted if it ever raises: a dead watcher would
+        leave the status saying "running" while a crashed RT goes unnoticed."""
+        while not self._closing:
+            try:
+                self._watch()
+            except Exception:  # noqa: BLE001 - logged, counted, and watching resumes
+                self.watcher_faults += 1
+                logger.exception("the RT supervisor's watcher failed; restarting it")
+                time.sleep(WATCHER_RESTART_S)
+
+    def _notify(self, kind: str, level: str, fields: dict[str, Any]) -> None:
+        """Tell the agent; a fault in its handler is logged and counted, never
+        allowed to stop the supervision."""
+        try:
+            self._emit(kind, level, fields)
+        except Exception:  # noqa: BLE001 - the supervisor must outlive its listeners
+            self.callback_faults += 1
+            logger.exception("handling the supervisor event {} failed", kind)
 
     def _watch(self) -> None:
         # a healthy loop beats once a period: checking less often than every
@@ -337,8 +363,9 @@ class Supervisor:
                         stuck = True
                     elif self._attach_segment():
                         self.state = "running"
-                        restored = int(self.segment.view()["status"]["restored_seq"])  # type: ignore[union-attr]
-                        self._emit(
+                        seg = self._link.get()
+                        restored = int(seg.view()["status"]["restored_seq"]) if seg else 0
+                        self._notify(
                             "rt_running",
                             "INFO",
                             {
@@ -350,7 +377,8 @@ class Supervisor:
                         )
                     if not stuck:
                         continue
-                beat = int(self.segment.view()["status"]["heartbeat"]) if self.segment else -1
+                seg = self._link.get()
+                beat = int(seg.view()["status"]["heartbeat"]) if seg is not None else -1
             if stuck:
                 self._kill_hung(f"did not start its loop within {START_TIMEOUT_S:.0f} s")
                 last_beat, stalls, stuck = -1, 0, False
@@ -367,7 +395,7 @@ class Supervisor:
         with self._lock:
             pid, pidfd = self._pid, self._pidfd
             self.state = "hung"
-        self._emit(
+        self._notify(
             "rt_hung",
             "CRITICAL",
             {"pid": pid, "message": f"RT process {pid} hung: {why}; killing it"},
@@ -382,6 +410,8 @@ class Supervisor:
 
     def _on_exit(self, reason: str) -> None:
         with self._lock:
+            if self._stopping:
+                return  # _stop_rt owns the process and its pidfd until it is gone
             ex = self._reap(reason)
             self._close_pidfd()
             self._pid = 0
@@ -390,7 +420,7 @@ class Supervisor:
             self.last_exit = ex
             if not self._want_running or self._closing:
                 self.state = "stopped"
-                self._emit("rt_stopped", "INFO", {"message": ex.describe()})
+                self._notify("rt_stopped", "INFO", {"message": ex.describe()})
                 return
             # a run that lasted restart_stable_ms was healthy: a new streak starts
             stable = ran >= self.cfg.restart_stable_ms / 1000
@@ -407,7 +437,7 @@ class Supervisor:
             self.state = "backoff" if delay else "restarting"
             self.restarts += 1
             # FR-019: an RT crash is logged at CRITICAL
-            self._emit(
+            self._notify(
                 "rt_crashed",
                 "CRITICAL",
                 {
@@ -468,10 +498,13 @@ class Supervisor:
 
     def _stop_rt(self) -> None:
         """SAFE first so outputs come to rest, then STOP; signals if it does not comply."""
+        seg = self._link.get()
         with self._lock:
-            pid, pidfd, seg = self._pid, self._pidfd, self.segment
-            if not pid:
+            pid = self._pid
+            if not pid or self._pidfd < 0:
                 return
+            # its own handle: nothing else may close the one it waits on
+            pidfd = os.dup(self._pidfd)
             self.state = "stopping"
             self._stopping = True
         if seg is not None:
@@ -485,6 +518,7 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, OSError):
                 signal.pidfd_send_signal(pidfd, sig)
             exited = pidfd >= 0 and bool(select.select([pidfd], [], [], STOP_GRACE_S)[0])
+        os.close(pidfd)
         with self._lock:
             self._reap("exited")
             self._close_pidfd()
@@ -495,4 +529,4 @@ class Supervisor:
         if seg is not None:
             # the next start must not find STOP waiting for it
             _core.write_control(seg.buf, mode=self._mode)
-        self._emit("rt_stopped", "INFO", {"pid": pid, "message": f"RT process {pid} stopped"})
+        self._notify("rt_stopped", "INFO", {"pid": pid, "message": f"RT process {pid} stopped"})

@@ -1,9 +1,11 @@
 """Durable copies of the RT loop's checkpoints, one file per checkpoint, in
 the format of rtcore/ckptfile.py.
 
-The store names files `ckpt-{seq:020d}.bin`, so name order is sequence order,
-and writes each one to a temporary file that is fsynced and renamed into
-place: a crash leaves either the whole file or none.
+The store names files by the node that computed the state (origin), its
+epoch and its sequence number, `ckpt-{origin:016x}-{epoch:010d}-{seq:020d}.bin`,
+so sequences from different nodes never collide and "newest" is the highest
+(epoch, seq). It writes each one to a temporary file that is fsynced and
+renamed into place: a crash leaves either the whole file or none.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from rtcore.ckptfile import (
     parse_header,
     read_checkpoint_file,
 )
+from rtcore.enums import CKPT_SHADOW
 
-_NAME = re.compile(r"^ckpt-(\d{20})\.bin$")
+_NAME = re.compile(r"^ckpt-([0-9a-f]{16})-(\d{10})-(\d{20})\.bin$")
+_NAME_V1 = re.compile(r"^ckpt-(\d{20})\.bin$")  # before origin and epoch: (0, 0)
 _TMP_PREFIX = ".ckpt-"
 _TMP_SUFFIX = ".tmp"
 CORRUPT_SUFFIX = ".corrupt"
@@ -42,8 +46,12 @@ class CheckpointSource(Protocol):
     def newest_checkpoint(self) -> Checkpoint | None: ...
 
 
-def file_name(seq: int) -> str:
-    return f"ckpt-{seq:020d}.bin"
+def file_name(seq: int, epoch: int = 0, origin: int = 0) -> str:
+    return f"ckpt-{origin:016x}-{epoch:010d}-{seq:020d}.bin"
+
+
+def _order(meta: Mapping[str, Any]) -> tuple[int, int]:
+    return (int(meta.get("epoch", 0)), int(meta["seq"]))
 
 
 def write_restore_file(meta: Mapping[str, Any], data: bytes, path: str) -> str:
@@ -109,20 +117,28 @@ class CheckpointStore:
         if the disk refuses (nothing is left under the final name)."""
         with self._lock:
             kept = self._list()
-            if kept and meta["seq"] <= kept[-1][0]:
+            if kept and _order(meta) <= kept[-1][0]:
                 if self._task_of(kept[-1][1]) in (None, meta["task_id"]):
                     return None
                 # another task's checkpoints (the node now runs a different
                 # task, whose sequence starts again at 1): set them aside
                 self._archive(kept)
                 kept = []
-            path = os.path.join(self.directory, file_name(meta["seq"]))
+            name = file_name(meta["seq"], meta.get("epoch", 0), meta.get("origin", 0))
+            path = os.path.join(self.directory, name)
             _write_atomic(path, encode(meta, data, time.time_ns()), prefix=_TMP_PREFIX)
-            kept.append((meta["seq"], path))
+            kept.append((_order(meta), path))
             for _, old in kept[: -self.keep]:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(old)
             return path
+
+    def _epoch_of(self, path: str) -> int:
+        try:
+            with open(path, "rb") as f:
+                return int(parse_header(f.read(HEADER_SIZE))["epoch"])
+        except (OSError, CheckpointFileError):
+            return 0
 
     def _task_of(self, path: str) -> int | None:
         try:
@@ -131,7 +147,7 @@ class CheckpointStore:
         except (OSError, CheckpointFileError):
             return None
 
-    def _archive(self, kept: list[tuple[int, str]]) -> None:
+    def _archive(self, kept: list[tuple[tuple[int, int], str]]) -> None:
         """Move a previous task's files to previous/ (replacing what was there)."""
         previous = os.path.join(self.directory, "previous")
         if os.path.isdir(previous):
@@ -158,13 +174,19 @@ class CheckpointStore:
             found = self._newest_valid(None)
         return (found[1]["seq"], found[0]) if found else None
 
+    def newest_meta(self) -> Meta | None:
+        """The header of the newest valid file (epoch, seq, origin...), verified."""
+        with self._lock:
+            found = self._newest_valid(None)
+        return found[1] if found else None
+
     def _newest_valid(self, task_id: int | None) -> tuple[str, Meta, bytes] | None:
-        for seq, path in reversed(self._list()):
+        for order, path in reversed(self._list()):
             try:
                 meta, data = read_checkpoint_file(path)
-                if meta["seq"] != seq:
+                if _order(meta) != order:
                     raise CheckpointFileError(
-                        f"file name says seq {seq}, header says {meta['seq']}", path
+                        f"file name says (epoch, seq) {order}, header says {_order(meta)}", path
                     )
             except CheckpointFileError as e:
                 self._move_aside(path, e.reason)
@@ -179,7 +201,7 @@ class CheckpointStore:
         total_bytes, and the files moved aside as corrupt."""
         with self._lock:
             files = []
-            for seq, path in self._list():
+            for (epoch, seq), path in self._list():
                 try:
                     with open(path, "rb") as f:
                         size = os.fstat(f.fileno()).st_size
@@ -190,6 +212,8 @@ class CheckpointStore:
                 files.append(
                     {
                         "seq": seq,
+                        "epoch": epoch,
+                        "origin": head["origin"] if head else None,
                         "cycle": head["cycle"] if head else None,
                         "size": size,
                         "saved_ns": head["saved_ns"] if head else None,
@@ -209,13 +233,18 @@ class CheckpointStore:
             "corrupt": corrupt,
         }
 
-    def _list(self) -> list[tuple[int, str]]:
+    def _list(self) -> list[tuple[tuple[int, int], str]]:
+        """((epoch, seq), path) of every checkpoint file, oldest first."""
         found = []
         for name in os.listdir(self.directory):
-            m = _NAME.match(name)
             path = os.path.join(self.directory, name)
-            if m and path not in self._unmovable:
-                found.append((int(m.group(1)), path))
+            if path in self._unmovable:
+                continue
+            if m := _NAME.match(name):
+                found.append(((int(m.group(2)), int(m.group(3))), path))
+            elif m := _NAME_V1.match(name):
+                # the name has no epoch: the header's (a damaged one sorts first)
+                found.append(((self._epoch_of(path), int(m.group(1))), path))
         found.sort()
         return found
 
@@ -265,6 +294,7 @@ class CheckpointSaver:
         self.errors = 0
         self.last_error = ""
         self.last_seq = 0
+        self.last_order = (0, 0)
         self.last_task: int | None = None
         self._last_attempt: float | None = None
 
@@ -274,11 +304,13 @@ class CheckpointSaver:
         if self._last_attempt is not None and now - self._last_attempt < self.interval_s:
             return None
         newest = source.newest_checkpoint()
-        if newest is None:
+        if newest is None or newest[0].get("flags", 0) & CKPT_SHADOW:
+            # a standby's own computation is not the primary's state: not kept
             return None
         if newest[0]["task_id"] != self.last_task:
             self.last_seq = 0  # another task: its sequence starts over
-        if newest[0]["seq"] <= self.last_seq:
+            self.last_order = (0, 0)
+        if _order(newest[0]) <= self.last_order:
             return None
         meta, data = newest
         self._last_attempt = now
@@ -290,6 +322,7 @@ class CheckpointSaver:
             log.error("%s", self.last_error)
             return None
         self.last_seq = meta["seq"]
+        self.last_order = _order(meta)
         self.last_task = meta["task_id"]
         if path is not None:
             self.saves += 1

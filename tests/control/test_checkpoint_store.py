@@ -20,6 +20,7 @@ from control.state.checkpoint import (
     CheckpointFileError,
     CheckpointSaver,
     CheckpointStore,
+    file_name,
     read_checkpoint_file,
     write_restore_file,
 )
@@ -29,12 +30,20 @@ from rtcore.segment import Segment
 ROOT = Path(__file__).resolve().parents[2]
 
 
+EPOCH = 3
+
+
+def fname(seq: int) -> str:
+    """The store's name for a checkpoint of meta(seq) (origin 0, epoch EPOCH)."""
+    return file_name(seq, EPOCH)
+
+
 def meta(seq: int, size: int = 100, task_id: int = 7) -> dict[str, int]:
     return {
         "seq": seq,
         "cycle": seq * 10,
         "mono_ns": 1_000_000 + seq,
-        "epoch": 3,
+        "epoch": EPOCH,
         "task_id": task_id,
         "state_size": size,
         "crc": 0,
@@ -62,17 +71,17 @@ class Reports:
 def test_save_keeps_the_newest_and_skips_older(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path), keep=3)
     for seq in range(1, 7):
-        assert store.save(meta(seq), state(seq)) == str(tmp_path / f"ckpt-{seq:020d}.bin")
-    assert names(tmp_path) == [f"ckpt-{s:020d}.bin" for s in (4, 5, 6)]
+        assert store.save(meta(seq), state(seq)) == str(tmp_path / fname(seq))
+    assert names(tmp_path) == [fname(s) for s in (4, 5, 6)]
     assert store.save(meta(6), state(6)) is None
     assert store.save(meta(2), state(2)) is None
-    assert names(tmp_path) == [f"ckpt-{s:020d}.bin" for s in (4, 5, 6)]
+    assert names(tmp_path) == [fname(s) for s in (4, 5, 6)]
 
     got = store.load_newest()
     assert got is not None
     m, data = got
     assert data == state(6)
-    assert store.newest_path() == (6, str(tmp_path / "ckpt-00000000000000000006.bin"))
+    assert store.newest_path() == (6, str(tmp_path / fname(6)))
     assert {k: m[k] for k in ("seq", "cycle", "mono_ns", "epoch", "task_id", "state_size")} == {
         k: v for k, v in meta(6).items() if k != "crc"
     }
@@ -125,7 +134,7 @@ CRASHER = textwrap.dedent(
     import os, signal, sys
     from control.state import checkpoint
     point, directory = sys.argv[1], sys.argv[2]
-    meta = {"seq": 0, "cycle": 0, "mono_ns": 0, "epoch": 0, "task_id": 7, "state_size": 4096}
+    meta = {"seq": 0, "cycle": 0, "mono_ns": 0, "epoch": 3, "task_id": 7, "state_size": 4096}
     store = checkpoint.CheckpointStore(directory)
     store.save(dict(meta, seq=1), b"\\x01" * 4096)
 
@@ -150,14 +159,14 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint(tmp_path: Path, point:
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     left = names(tmp_path)
-    assert "ckpt-00000000000000000001.bin" in left
-    assert "ckpt-00000000000000000002.bin" not in left
+    assert fname(1) in left
+    assert fname(2) not in left
     temps = [n for n in left if n.endswith(".tmp")]
     assert len(temps) == 1, left
 
     reports = Reports()
     store = CheckpointStore(str(tmp_path), on_corrupt=reports)
-    assert names(tmp_path) == ["ckpt-00000000000000000001.bin"], "the temp file is cleaned"
+    assert names(tmp_path) == [fname(1)], "the temp file is cleaned"
     got = store.load_newest()
     assert got is not None and got[0]["seq"] == 1 and got[1] == b"\x01" * 4096
     assert reports.calls == []
@@ -177,7 +186,7 @@ def test_a_failed_write_raises_and_leaves_nothing(
     with pytest.raises(OSError) as e:
         store.save(meta(2), state(2))
     assert e.value.errno == errno.ENOSPC
-    assert names(tmp_path) == ["ckpt-00000000000000000001.bin"]
+    assert names(tmp_path) == [fname(1)]
 
 
 def flip_state_byte(p: Path) -> None:
@@ -214,13 +223,13 @@ def trailing_bytes(p: Path) -> None:
 
 def wrong_version(p: Path) -> None:
     blob = bytearray(p.read_bytes())
-    blob[8] = 2
+    blob[8] = 7
     p.write_bytes(bytes(blob))
 
 
 def renamed(p: Path) -> None:
     # a valid file of seq 3 under the name of seq 3 is replaced by seq 2's bytes
-    p.write_bytes((p.parent / "ckpt-00000000000000000002.bin").read_bytes())
+    p.write_bytes((p.parent / fname(2)).read_bytes())
 
 
 @pytest.mark.parametrize(
@@ -233,8 +242,8 @@ def renamed(p: Path) -> None:
         (zero_length, "empty file"),
         (wrong_magic, "not an rtcore checkpoint"),
         (trailing_bytes, "trailing bytes"),
-        (wrong_version, "format version 2"),
-        (renamed, "file name says seq 3, header says 2"),
+        (wrong_version, "format version 7"),
+        (renamed, "file name says (epoch, seq) (3, 3), header says (3, 2)"),
     ],
 )
 def test_a_corrupted_newest_file_is_reported_moved_aside_and_skipped(
@@ -244,7 +253,7 @@ def test_a_corrupted_newest_file_is_reported_moved_aside_and_skipped(
     store = CheckpointStore(str(tmp_path), on_corrupt=reports)
     for seq in (1, 2, 3):
         store.save(meta(seq), state(seq))
-    newest = tmp_path / "ckpt-00000000000000000003.bin"
+    newest = tmp_path / fname(3)
     damage(newest)
 
     got = store.load_newest()
@@ -254,10 +263,10 @@ def test_a_corrupted_newest_file_is_reported_moved_aside_and_skipped(
     assert reports.calls[0][0] == str(newest)
     assert reason in reports.calls[0][1]
     assert not newest.exists()
-    assert (tmp_path / "ckpt-00000000000000000003.bin.corrupt").exists()
+    assert (tmp_path / (fname(3) + ".corrupt")).exists()
 
     assert store.load_newest()[0]["seq"] == 2  # type: ignore[index]
-    assert store.newest_path() == (2, str(tmp_path / "ckpt-00000000000000000002.bin"))
+    assert store.newest_path() == (2, str(tmp_path / fname(2)))
     assert len(reports.calls) == 1, "a file is reported once, not at every load"
     info = store.info()
     assert info["newest_seq"] == 2
@@ -271,19 +280,19 @@ def test_every_file_corrupt_gives_none(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path), on_corrupt=reports)
     for seq in (1, 2):
         store.save(meta(seq), state(seq))
-        zero_length(tmp_path / f"ckpt-{seq:020d}.bin")
+        zero_length(tmp_path / fname(seq))
     assert store.load_newest() is None
     assert store.newest_path() is None
     assert [Path(p).name for p, _ in reports.calls] == [
-        "ckpt-00000000000000000002.bin",
-        "ckpt-00000000000000000001.bin",
+        fname(2),
+        fname(1),
     ]
 
 
 def test_default_on_corrupt_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = CheckpointStore(str(tmp_path))
     store.save(meta(1), state(1))
-    wrong_magic(tmp_path / "ckpt-00000000000000000001.bin")
+    wrong_magic(tmp_path / fname(1))
     assert store.load_newest() is None
     assert "not an rtcore checkpoint" in caplog.text
 
@@ -354,7 +363,7 @@ def test_saver_copies_new_checkpoints_from_a_segment(
 
         _core.write_checkpoint(seg.buf, 1, 1, 10, 5, 77, state(1, 3000))
         path = saver.poll(seg)
-        assert path is not None and Path(path).name == "ckpt-00000000000000000001.bin"
+        assert path is not None and Path(path).name == file_name(1, 5)
         assert saver.poll(seg) is None, "same seq: nothing to save"
 
         _core.write_checkpoint(seg.buf, 2, 2, 20, 5, 77, state(2, 3000))
@@ -397,7 +406,7 @@ def test_another_tasks_checkpoints_are_set_aside_not_blocking(tmp_path) -> None:
     # the node now runs another task: its sequence starts again at 1
     assert store.save(meta(1, task_id=222), state(1)) is not None
     assert store.load_newest()[0]["task_id"] == 222
-    assert names(tmp_path / "ck" / "previous") == [f"ckpt-{s:020d}.bin" for s in (40, 41, 42)]
+    assert names(tmp_path / "ck" / "previous") == [fname(s) for s in (40, 41, 42)]
     # the same task going backwards is still refused
     assert store.save(meta(1, task_id=222), state(1)) is None
 
@@ -417,3 +426,49 @@ def test_saver_follows_a_task_change(tmp_path) -> None:
     src.value = (meta(2, task_id=9), state(2))
     assert saver.poll(src) is not None, "a new task's first checkpoint is saved"
     assert store.load_newest()[0]["seq"] == 2
+
+
+def test_files_are_keyed_by_origin_and_epoch_and_a_standbys_own_state_is_not_kept(
+    tmp_path: Path, shm_name: str
+) -> None:
+    """Two nodes' sequences never collide; the newest is the highest (epoch,
+    seq) whoever wrote it; a shadow checkpoint (a standby's own computation)
+    never masquerades as the primary's state on disk."""
+    store = CheckpointStore(str(tmp_path), keep=10)
+    a, b = 0xA, 0xB
+    store.save(dict(meta(7), epoch=1, origin=a), state(7))
+    store.save(dict(meta(8), epoch=2, origin=b), state(8))
+    assert names(tmp_path) == [file_name(7, 1, a), file_name(8, 2, b)]
+    assert store.save(dict(meta(9), epoch=1, origin=a), state(9)) is None, "older epoch"
+    newest = store.newest_meta()
+    assert newest is not None and (newest["origin"], newest["epoch"], newest["seq"]) == (b, 2, 8)
+
+    seg = Segment.create(shm_name)
+    try:
+        saver = CheckpointSaver(store, interval_ms=0)
+        _core.write_checkpoint(seg.buf, 1, 20, 200, 3, 77, state(20), origin=a, flags=1)
+        assert saver.poll(seg) is None, "a shadow checkpoint is not saved"
+        _core.write_checkpoint(seg.buf, 2, 21, 210, 3, 77, state(21), origin=a)
+        saved = saver.poll(seg)
+        assert saved is not None and Path(saved).name == file_name(21, 3, a)
+    finally:
+        seg.close()
+        seg.unlink()
+
+
+def test_version_1_files_are_still_read(tmp_path: Path) -> None:
+    """Files written before origins existed (64-byte header, name by seq only)
+    restore as origin 0, epoch as recorded."""
+    from rtcore.ckptfile import HEADER_V1, MAGIC
+    from rtcore._core import crc32c
+
+    data = state(4)
+    head = HEADER_V1.pack(MAGIC, 1, 4, 40, 2, 7, len(data), 123, 456, 0)[:60]
+    crc = crc32c(data, crc32c(head))
+    (tmp_path / "ckpt-00000000000000000004.bin").write_bytes(
+        head + crc.to_bytes(4, "little") + data
+    )
+    store = CheckpointStore(str(tmp_path))
+    got = store.load_newest()
+    assert got is not None
+    assert (got[0]["seq"], got[0]["epoch"], got[0]["origin"], got[1]) == (4, 2, 0, data)
