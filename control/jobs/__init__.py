@@ -1,1 +1,3 @@
-"""Trajectory jobs: their files, their queue and progress, and running them on the RT."""
+"""Trajectory jobs: their files (trajectory), the pure state machine of one job
+(machine), its SQLite persistence (store) and the runner that hands jobs to
+the RT and follows them (runner)."""

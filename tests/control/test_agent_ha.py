@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
-from control.config import AgentConfig
 from control.rt.supervisor import proc_state
-from rtcore import _core
+from rtcore import _core, reftask
+from rtcore.ckptfile import read_checkpoint_file
 from tests.conftest import wait_for
 from tests.control.agentproc import rtctl
 
@@ -51,17 +53,43 @@ def events_of(agent, kinds, count, timeout=20):
     return json.loads(done.stdout)
 
 
-def test_kill_9_rt_during_job_restores_and_finishes_once(agent_factory, tmp_path):
-    agent = agent_factory().start()
-    job = agent.call("job", "submit", write_job(tmp_path))
+def rt_job(seg) -> tuple[int, str, int]:
+    """(job id, trajectory state, cursor) in the RT's newest checkpoint."""
+    newest = seg.newest_checkpoint()
+    if newest is None:
+        return 0, "idle", 0
+    state = reftask.decode_state(newest[1])
+    return int(state["job_id"]), reftask.TRAJ_STATES[int(state["traj_state"])], int(state["cursor"])
+
+
+def wait_rt_cursor(seg, job_id: int, cursor: int) -> None:
+    """Until the RT's own checkpoints show the job running past `cursor`
+    waypoints (read from shared memory: no rtctl round trip in the way)."""
     wait_for(
-        lambda: agent.call("job", "get", str(job["id"]))["cursor"] >= 2,
+        lambda: (j := rt_job(seg))[0] == job_id and j[1] == "running" and j[2] >= cursor,
         timeout=15,
-        what="the job to pass waypoint 2",
+        interval=0.005,
+        what=f"the RT to pass waypoint {cursor} of job {job_id}",
     )
+
+
+def test_kill_9_rt_during_job_restores_and_finishes_once(agent_factory, tmp_path):
+    n = 8
+    agent = agent_factory().start()
+    seg = agent.segment()
+    job = agent.call("job", "submit", write_job(tmp_path, n=n, step=0.5))
+    wait_rt_cursor(seg, job["id"], 2)
     before = agent.status()
+    recorded = agent.call("job", "get", str(job["id"]))
     old_pid = before["rt"]["pid"]
+    rt_before_kill = rt_job(seg)
     os.kill(old_pid, signal.SIGKILL)
+    seg.close()
+    # killed mid-job: the agent has it running past its first waypoint, and
+    # the RT's last checkpoint before the kill is short of the last one
+    assert recorded["state"] == "running" and 1 <= recorded["cursor"] < n - 1, recorded
+    assert rt_before_kill[:2] == (job["id"], "running"), rt_before_kill
+    assert 1 <= rt_before_kill[2] < n - 1, rt_before_kill
     after = agent.wait_replaced(old_pid)
     assert after["rt"]["restarts"] == 1
     assert after["rt"]["cycles"] >= before["checkpoint"]["cycle"], "cycle count resumed"
@@ -70,7 +98,8 @@ def test_kill_9_rt_during_job_restores_and_finishes_once(agent_factory, tmp_path
         timeout=20,
         what="the job to finish",
     )
-    assert done["cursor"] == 5 and done["attempts"] == 1, "finished from its cursor, sent once"
+    assert done["cursor"] == n and done["attempts"] == 1, "finished from its cursor, sent once"
+    assert done["epoch"] >= 1 and done["ckpt_seq"] > 0, "progress carries its checkpoint"
     jobs = agent.call("job", "list")
     assert [j["state"] for j in jobs if j["id"] == job["id"]] == ["done"]
 
@@ -125,7 +154,7 @@ def test_damaged_newest_checkpoint_file_falls_back_to_previous(agent_factory):
         f.write(b"\xff" * 10)
     agent.start()
     st = agent.status()
-    previous_seq = int(previous.split("-")[1].split(".")[0])
+    previous_seq = read_checkpoint_file(os.path.join(ckdir, previous))[0]["seq"]
     seg = agent.segment()
     assert int(seg.view()["status"]["restored_seq"]) == previous_seq
     seg.close()
@@ -157,51 +186,99 @@ def test_sigterm_brings_rt_to_safe_then_stops_it(agent_factory):
 
 
 def test_new_user_needs_no_configuration(spawn, tmp_path):
-    """`rtctl agent` in one terminal, `rtctl status` in another: no flags, no file."""
+    """`rtctl agent` in one terminal, `rtctl status` in another: no flags, no file.
+
+    The defaults are machine-wide names: 127.0.0.1:7761, 127.0.0.1:9761 and a
+    segment named after the host. Any other agent on the machine holding them
+    (this test run at the same time from another checkout or session, someone's
+    `rtctl agent`) makes this agent refuse to start while `rtctl status`, asked
+    with no --target, answers from that other agent. So the agent and rtctl
+    run in a network and host-name namespace of their own: loopback and host
+    name are theirs, the defaults are exercised as they are."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"):
+        pytest.skip("needs root, unshare and nsenter for a private loopback and host name")
     env = dict(os.environ, HOME=str(tmp_path), XDG_STATE_HOME="")
     env.pop("RTCTL_TARGET", None)
-    shm = f"/dev/shm/rtcore-{AgentConfig().node_id}"
-    agent = spawn([sys.executable, "-m", "control.cli", "agent"], env=env)
+    host = f"newuser{os.getpid()}"
+    agent = spawn(
+        [
+            "unshare",
+            "--net",
+            "--uts",
+            "--",
+            "sh",
+            "-c",
+            f'ip link set lo up && hostname {host} && exec "$0" -m control.cli agent',
+            sys.executable,
+        ],
+        env=env,
+    )
+    inside = ["nsenter", f"--target={agent.pid}", "--net", "--uts", "--"]
+
+    def rtctl_inside(*args: str) -> subprocess.CompletedProcess:
+        if agent.poll() is not None:
+            pytest.fail(f"the agent exited ({agent.returncode}): {agent.stderr.read()}")
+        return subprocess.run(
+            [*inside, sys.executable, "-m", "control.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+        )
+
     try:
         st = wait_for(
             lambda: (
-                (d := rtctl("status", "--json", env=env, timeout=10)).returncode == 0
+                (d := rtctl_inside("status", "--json")).returncode == 0
                 and json.loads(d.stdout)["rt"]["state"] == "run"
                 and json.loads(d.stdout)
             ),
             timeout=20,
             what="`rtctl status` with no flags",
         )
-        assert st["role"] == "primary"
+        assert st["agent"]["pid"] == agent.pid, "the agent this test started answered"
+        assert st["node_id"] == host and st["role"] == "primary"
         assert st["agent"]["data_dir"].startswith(str(tmp_path))
-        human = rtctl("status", env=env)
+        human = rtctl_inside("status")
         assert human.returncode == 0 and "run" in human.stdout
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=15)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(shm)
+            os.unlink(f"/dev/shm/rtcore-{host}")
 
 
-@pytest.mark.parametrize("down_s", [0.2, 3.0], ids=["back-mid-job", "back-after-job-ended"])
-def test_job_survives_agent_kill_9(agent_factory, tmp_path, down_s):
+@pytest.mark.parametrize(
+    ("down_s", "n", "step"),
+    [(0.2, 8, 0.5), (3.0, 4, 0.4)],
+    ids=["back-mid-job", "back-after-job-ended"],
+)
+def test_job_survives_agent_kill_9(agent_factory, tmp_path, down_s, n, step):
     agent = agent_factory().start()
-    job = agent.call("job", "submit", write_job(tmp_path, n=4, step=0.4))
-    wait_for(
-        lambda: agent.call("job", "get", str(job["id"]))["cursor"] >= 1,
-        timeout=15,
-        what="the job to pass waypoint 1",
-    )
+    seg = agent.segment()
+    job = agent.call("job", "submit", write_job(tmp_path, n=n, step=step))
+    wait_rt_cursor(seg, job["id"], 1)
     rt_pid = agent.status()["rt"]["pid"]
+    recorded = agent.call("job", "get", str(job["id"]))
+    rt_before_kill = rt_job(seg)
     agent.kill()
+    # killed mid-job, both variants
+    assert recorded["state"] == "running" and 1 <= recorded["cursor"] < n - 1, recorded
+    assert rt_before_kill[:2] == (job["id"], "running"), rt_before_kill
+    assert 1 <= rt_before_kill[2] < n - 1, rt_before_kill
     time.sleep(down_s)
+    if down_s > 1:
+        assert rt_job(seg)[:2] == (job["id"], "done"), "the job ended while the agent was down"
     agent.start()
+    if down_s < 1:
+        assert rt_job(seg)[:2] == (job["id"], "running"), "the agent came back mid-job"
+    seg.close()
     done = wait_for(
         lambda: (j := agent.call("job", "get", str(job["id"])))["state"] == "done" and j,
         timeout=20,
         what="the job to be done",
     )
-    assert done["attempts"] == 1 and done["cursor"] == 4, "not run twice, not lost"
+    assert done["attempts"] == 1 and done["cursor"] == n, "not run twice, not lost"
     assert agent.status()["rt"]["pid"] == rt_pid
 
 

@@ -1,4 +1,5 @@
-"""JobStore on a real SQLite file and JobRunner driven by hand with synthetic
+"""The job state machine driven by hand (pure: same events, same bytes),
+JobStore on a real SQLite file and JobRunner driven by hand with synthetic
 RT events (deterministic), then once against a real RT process."""
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import numpy as np
 import pytest
 
 from control.errors import FailedPrecondition, InvalidArgument, NotFound
-from control.jobs.jobs import JobRunner, JobStore, JobStoreError
+from control.jobs import machine
+from control.jobs.machine import IllegalTransition
+from control.jobs.runner import JobRunner, checkpoint_position
+from control.jobs.store import SCHEMA_VERSION, JobStore, JobStoreError
 from rtcore import _core, layout, reftask
 from rtcore.records import Drainer
 from tests.conftest import wait_for
@@ -66,13 +70,39 @@ def ring():
     return FakeRing()
 
 
+class FakeCheckpoints:
+    """The runner's checkpoint(): an RT that checkpoints between any two looks
+    (each call a newer seq), or stands still at `seq` once `frozen`."""
+
+    def __init__(self, epoch: int = 1, seq: int = 100) -> None:
+        self.epoch, self.seq, self.frozen = epoch, seq, False
+
+    def __call__(self) -> tuple[int, int]:
+        if not self.frozen:
+            self.seq += 1
+        return self.epoch, self.seq
+
+
 @pytest.fixture
-def runner(store, ring):
-    return JobRunner(store, ring.send, itertools.count(1).__next__)
+def ckpt():
+    return FakeCheckpoints()
+
+
+@pytest.fixture
+def runner(store, ring, ckpt):
+    return JobRunner(store, ring.send, itertools.count(1).__next__, ckpt)
 
 
 def ev(kind_id: int, a: int, b: int) -> dict[str, Any]:
-    return {"kind": str(kind_id), "kind_id": kind_id, "a": a, "b": b, "cycle": 0, "ts_ns": 0}
+    return {
+        "kind": str(kind_id),
+        "kind_id": kind_id,
+        "a": a,
+        "b": b,
+        "cycle": 0,
+        "ts_ns": 0,
+        "time_ns": time.time_ns(),
+    }
 
 
 def ack(seq: int, result: int = 0) -> dict[str, Any]:
@@ -101,6 +131,116 @@ def run_to_done(runner: JobRunner, job_id: int) -> None:
     for i in range(len(WPS)):
         runner.on_event(reached(job_id, i))
     runner.on_event(done(job_id))
+
+
+# ---- the state machine, by hand ----------------------------------------------
+
+MWPS = tuple((t, tuple(q)) for t, q in WPS)
+
+
+def script() -> list[machine.Event]:
+    """One job's life with every kind of event: started, sent, an accepted
+    ack, waypoints, an RT restart that resumes it, one that predates it (so
+    it is sent again), done."""
+    return [
+        machine.Submitted(1, 1_000, "pick", MWPS),
+        machine.Started(1, 2_000, epoch=1, ckpt_seq=10),
+        machine.CommandsSent(1, 2_001, first_seq=50, epoch=1, ckpt_seq=10),
+        machine.CommandAcked(1, 2_002, seq=50, result=0),
+        machine.WaypointReached(1, 3_000, index=0, epoch=1, ckpt_seq=12),
+        machine.RtRestarted(1, 4_000, 1, 13, restored_job=1, traj="running", cursor=2),
+        machine.RtRestarted(1, 5_000, 2, 3, restored_job=0, traj="idle", cursor=0),
+        machine.CommandsSent(1, 5_001, first_seq=60, epoch=2, ckpt_seq=3),
+        machine.WaypointReached(1, 6_000, index=2, epoch=2, ckpt_seq=9),
+        machine.Done(1, 7_000, epoch=2, ckpt_seq=10),
+    ]
+
+
+def replay(events: list[machine.Event]) -> list[bytes]:
+    job: machine.Job | None = None
+    states = []
+    for e in events:
+        job = machine.apply(job, e)
+        states.append(machine.encode(job))
+    return states
+
+
+def test_machine_same_events_same_job_byte_for_byte():
+    first = replay(script())
+    time.sleep(0.01)
+    assert replay(script()) == first, "a transition read something besides its event"
+    job = machine.decode(first[-1])
+    assert machine.encode(job) == first[-1]
+    assert (job.state, job.cursor, job.attempts, job.cmd_seq) == ("done", 3, 2, 60)
+    assert (job.epoch, job.ckpt_seq) == (2, 10), "progress: the checkpoint it was learnt at"
+    assert (job.started_ns, job.finished_ns) == (2_000, 7_000), "times come from the events"
+    resumed = machine.decode(first[5])
+    assert (resumed.epoch, resumed.ckpt_seq, resumed.cursor) == (1, 13, 2)
+
+
+def test_machine_duplicate_events_change_nothing():
+    job: machine.Job | None = None
+    for e in script():
+        job = machine.apply(job, e)
+        again = machine.apply(job, e)
+        assert again is job, f"{e} applied twice changed the job"
+    assert job is not None
+    # what the RT may still say about a job that has ended
+    late = [
+        machine.Done(1, 9_000, 3, 1),
+        machine.WaypointReached(1, 9_000, 0, 3, 1),
+        machine.CommandAcked(1, 9_000, seq=61, result=-errno.EINVAL),
+        machine.CommandsSent(1, 9_000, first_seq=70, epoch=3, ckpt_seq=1),
+        machine.RtRestarted(1, 9_000, 3, 1, restored_job=1, traj="running", cursor=0),
+    ]
+    for e in late:
+        assert machine.apply(job, e) is job, e
+    cancelled = machine.apply(machine.apply(None, script()[0]), machine.Cancelled(1, 8_000))
+    assert machine.apply(cancelled, machine.Cancelled(1, 8_000)) is cancelled
+
+
+@pytest.mark.parametrize(
+    ("before", "event", "error"),
+    [
+        (0, machine.Started(1, 1, 0, 0), "job 1 does not exist"),
+        (1, machine.Submitted(1, 1_000, "other", MWPS), "job 1 already exists"),
+        (1, machine.WaypointReached(1, 5, 0, 1, 1), "job 1 is queued; WaypointReached needs"),
+        (1, machine.Done(1, 5, 1, 1), "job 1 is queued; Done needs it running"),
+        (2, machine.Started(1, 9_999, 1, 11), "job 1 is running; only a queued job can start"),
+        (3, machine.CommandsSent(1, 5, 49, 1, 11), "seq 49 sent after those from 50"),
+        (len(script()), machine.Cancelled(1, 8_000), "job 1 is done; only queued or running"),
+        (len(script()), machine.Started(1, 8_000, 1, 11), "job 1 is done; only a queued job"),
+    ],
+)
+def test_machine_refuses_illegal_transitions(before, event, error):
+    job: machine.Job | None = None
+    for e in script()[:before]:
+        job = machine.apply(job, e)
+    with pytest.raises(IllegalTransition, match=error):
+        machine.apply(job, event)
+    assert issubclass(IllegalTransition, FailedPrecondition), "gRPC: FAILED_PRECONDITION"
+
+
+def test_machine_a_checkpoint_before_the_attempt_never_holds_it():
+    """The restored checkpoint's position, not the job id it names, says whether
+    it holds this attempt: a job id may name an older job (a job database moved
+    aside, another node's ids)."""
+    job = None
+    for e in script()[:3]:  # sent after checkpoint (1, 10)
+        job = machine.apply(job, e)
+    assert job is not None
+
+    def restart(epoch: int, seq: int, traj: str = "running") -> machine.RtRestarted:
+        return machine.RtRestarted(1, 4_000, epoch, seq, restored_job=1, traj=traj, cursor=2)
+
+    for older in (restart(1, 9), restart(1, 10), restart(0, 99), restart(1, 10, "done")):
+        assert not machine.holds_attempt(job, older)
+        assert machine.apply(job, older) is job, older
+    for newer in (restart(1, 11), restart(2, 1)):
+        assert machine.holds_attempt(job, newer)
+        assert machine.apply(job, newer).cursor == 2
+    assert not machine.holds_attempt(job, restart(1, 11, "loading"))
+    assert machine.apply(job, restart(1, 11, "done")).state == "done"
 
 
 # ---- JobStore ----------------------------------------------------------------
@@ -138,7 +278,7 @@ def test_submit_refuses_invalid_jobs(store):
 def test_jobs_and_states_survive_reopening(tmp_path, ring):
     path = tmp_path / "jobs.db"
     store = JobStore(path)
-    runner = JobRunner(store, ring.send, itertools.count(1).__next__)
+    runner = JobRunner(store, ring.send, itertools.count(1).__next__, FakeCheckpoints())
     for name in ("done", "failed", "cancelled", "running", "queued"):
         store.submit(name, WPS)
     runner.tick(True)
@@ -166,7 +306,7 @@ def test_jobs_and_states_survive_reopening(tmp_path, ring):
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_ids_are_never_reused(tmp_path):
@@ -192,6 +332,48 @@ def test_unusable_database_files(tmp_path):
         db.execute("PRAGMA user_version = 9")
     with pytest.raises(JobStoreError, match="schema version 9"):
         JobStore(newer)
+
+
+def test_a_version_1_database_is_migrated(tmp_path):
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
+            "state TEXT NOT NULL, waypoints TEXT NOT NULL, n_waypoints INTEGER NOT NULL, "
+            "cursor INTEGER NOT NULL DEFAULT 0, submitted_ns INTEGER NOT NULL, "
+            "started_ns INTEGER, finished_ns INTEGER, error TEXT, "
+            "attempts INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute(
+            "INSERT INTO jobs (name, state, waypoints, n_waypoints, cursor, submitted_ns, "
+            "started_ns, attempts) VALUES ('old', 'running', '[[0.5, [0.1]]]', 1, 0, 5, 6, 1)"
+        )
+        db.execute("PRAGMA user_version = 1")
+    store = JobStore(path)
+    old = store.get(1)
+    assert (old["state"], old["attempts"], old["epoch"], old["ckpt_seq"]) == ("running", 1, 0, 0)
+    assert store.waypoints(1) == [(0.5, [0.1])]
+    assert store.apply(machine.Done(1, 7, 1, 3)) and store.get(1)["state"] == "done"
+    assert store.submit("new", WPS)["id"] == 2
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_store_applies_each_event_once(store):
+    store.submit("a", WPS)
+    started = machine.Started(1, time.time_ns(), 1, 10)
+    assert store.apply(started) is True
+    assert store.apply(started) is False, "a duplicate writes nothing"
+    done = machine.Done(1, time.time_ns(), 1, 12)
+    assert store.apply(done) is True
+    finished = store.get(1)
+    assert store.apply(done) is False and store.get(1) == finished
+    with pytest.raises(NotFound, match="job 2 does not exist"):
+        store.apply(machine.Done(2, 1, 1, 1))
+    with pytest.raises(IllegalTransition, match="only queued or running"):
+        store.cancel(1, time.time_ns())
+    assert store.get(1) == finished
 
 
 # ---- JobRunner: the happy path, duplicates, order -------------------------------
@@ -371,7 +553,7 @@ def test_a_full_ring_is_retried_without_sending_twice(store, ring, runner):
 
 
 def test_next_seq_must_hand_out_runs(store, ring):
-    runner = JobRunner(store, ring.send, itertools.count(1, 2).__next__)
+    runner = JobRunner(store, ring.send, itertools.count(1, 2).__next__, FakeCheckpoints())
     store.submit("a", WPS)
     with pytest.raises(RuntimeError, match="consecutive"):
         runner.tick(True)
@@ -468,17 +650,87 @@ def test_restart_that_revives_an_ended_job_stops_it(store, ring, runner):
 def test_a_new_runner_picks_up_the_running_job(tmp_path, ring):
     path = tmp_path / "jobs.db"
     store = JobStore(path)
-    runner = JobRunner(store, ring.send, itertools.count(1).__next__)
+    runner = JobRunner(store, ring.send, itertools.count(1).__next__, FakeCheckpoints())
     store.submit("a", WPS)
     runner.tick(True)
     store.close()
 
     store = JobStore(path)
-    runner = JobRunner(store, ring.send, itertools.count(100).__next__)
+    runner = JobRunner(store, ring.send, itertools.count(100).__next__, FakeCheckpoints())
     runner.tick(True)
     assert len(ring.batches) == 1
     run_to_done(runner, 1)
     assert store.get(1)["state"] == "done" and store.get(1)["cursor"] == 3
+    store.close()
+
+
+def test_progress_is_recorded_with_the_checkpoint_it_was_learnt_at(store, ring, runner, ckpt):
+    store.submit("a", WPS)
+    ckpt.frozen, ckpt.seq = True, 40
+    runner.tick(True)
+    assert machine.decode(machine.encode(store.job(1))).attempt_seq == 40
+    ckpt.seq = 42
+    runner.on_event(reached(1, 0))
+    job = store.get(1)
+    assert (job["epoch"], job["ckpt_seq"], job["cursor"]) == (1, 42, 1)
+    ckpt.seq = 45
+    runner.on_event(reached(1, 0))
+    assert store.get(1)["ckpt_seq"] == 42, "a repeated waypoint records nothing"
+    runner.on_rt_restarted(rt_state(1, "running", cursor=2))
+    job = store.get(1)
+    assert (job["epoch"], job["ckpt_seq"], job["cursor"]) == (1, 45, 2)
+
+
+def test_a_restored_job_id_from_before_the_attempt_is_not_this_job(tmp_path, ring, ckpt):
+    """The job database was moved aside: job 1 is a new job, but the RT's
+    checkpoint (older than the new job's start) names the old job 1 running."""
+    store = JobStore(tmp_path / "jobs.db")
+    runner = JobRunner(store, ring.send, itertools.count(1).__next__, ckpt)
+    store.submit("new", WPS)
+    ckpt.frozen, ckpt.seq = True, 500
+    runner.tick(True)
+    ckpt.seq = 480  # the RT came back from a checkpoint older than the job's start
+    runner.on_rt_restarted(rt_state(1, "running", cursor=2))
+    job = store.get(1)
+    assert len(ring.batches) == 2 and ring.kinds() == [CLEAR, APPEND, APPEND, APPEND, START]
+    assert job["state"] == "running" and job["cursor"] == 0 and job["attempts"] == 2
+    ckpt.seq = 470
+    runner.on_rt_restarted(rt_state(1, "done", cursor=3))
+    assert store.get(1)["state"] == "running", "the old job 1 ended, not this one"
+    assert store.get(1)["attempts"] == 3
+    store.close()
+
+
+def test_a_job_cancelled_elsewhere_is_stopped_on_the_rt(store, ring, runner):
+    """A state that arrives from elsewhere (the cluster) is read at the next step."""
+    store.submit("a", WPS)
+    store.submit("b", WPS)
+    runner.tick(True)
+    store.apply(machine.Cancelled(1, time.time_ns()))
+    runner.on_event(reached(1, 0))
+    assert ring.kinds() == [CLEAR] and ring.batches[-1][0]["job_id"] == 1
+    assert store.get(1)["cursor"] == 0
+    runner.tick(True)
+    assert store.get(2)["state"] == "running" and ring.batches[-1][0]["job_id"] == 2
+
+
+def test_a_refused_command_fails_the_job_after_the_runner_restarts(tmp_path, ring):
+    path = tmp_path / "jobs.db"
+    store = JobStore(path)
+    JobRunner(store, ring.send, itertools.count(1).__next__, FakeCheckpoints()).tick(True)
+    store.submit("a", WPS)
+    JobRunner(store, ring.send, itertools.count(1).__next__, FakeCheckpoints()).tick(True)
+    seqs = [c["seq"] for c in ring.batches[0]]
+    store.close()
+
+    store = JobStore(path)
+    runner = JobRunner(store, ring.send, itertools.count(100).__next__, FakeCheckpoints())
+    runner.on_event(ack(seqs[-1], -errno.EBUSY))
+    failed = store.get(1)
+    assert failed["state"] == "failed" and failed["error"].startswith(
+        f"TRAJ_START (command {seqs[-1]}) refused by the RT task: EBUSY"
+    )
+    assert ring.kinds() == [CLEAR]
     store.close()
 
 
@@ -547,7 +799,7 @@ def test_job_runs_on_a_real_rt_process(spawn, shm_name, tmp_path):
 
     joints = 6  # the built-in task's default
     store = JobStore(tmp_path / "jobs.db")
-    runner = JobRunner(store, send, itertools.count(1).__next__)
+    runner = JobRunner(store, send, itertools.count(1).__next__, lambda: checkpoint_position(seg))
     waypoints = [(0.1 * (i + 1), [0.02 * (i + 1)] * joints) for i in range(3)]
     job = store.submit("real", waypoints)
     events: list[dict[str, Any]] = []

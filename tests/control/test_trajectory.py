@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from control.errors import InvalidArgument
-from control.jobs.jobs import JobStore
+from control.jobs.store import JobStore
 from control.jobs.trajectory import MAX_FILE_BYTES, parse_job_file, validate_waypoints
 
 WPS = [(0.5, [0.1, 0.2, 0.3]), (1.0, [0.4, 0.5, 0.6]), (1.5, [0.0, -0.1, 1000.0])]
