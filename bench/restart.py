@@ -6,6 +6,11 @@ with SIGKILL and watches the segment (mapped here) for the new process's
 first cycle after its restore. The same-run baseline is a cold start of the
 RT process itself — interpreter, imports, mlock, first cycle — the floor any
 restart of a separate process pays.
+
+Against the same agent it also times `rtctl status` and `rtctl --help` as
+whole processes (start, call, print, exit), beside a bare interpreter start
+and a bare `import grpc`, the floor of any Python gRPC client, run in turns so
+that the machine's load falls on all four alike.
 """
 
 from __future__ import annotations
@@ -29,10 +34,13 @@ from rtcore.segment import SHM_DIR, Segment, SegmentError, pid_alive
 GOAL_P50_MS = 200.0
 GOAL_MAX_MS = 500.0
 GOAL_STATUS_P99_MS = 20.0
-GOAL_IDLE_CPU_PCT = 5.0
+GOAL_STATUS_OVER_HEALTH_P99 = 5.0
+GOAL_IDLE_CPU_PCT = 3.0
+GOAL_CLI_STATUS_MS = 200.0
 TRIAL_TIMEOUT_S = 10.0
 STATUS_CALLS = 300
 IDLE_WINDOW_S = 5.0
+CLI_RUNS = 20
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,45 @@ def _status_round_trips(target: str) -> dict:
     return {"status": summary(status_ms), "baseline_health_check": summary(health_ms)}
 
 
+def _rtctl() -> list[str]:
+    """The installed `rtctl` beside this interpreter, as a user runs it; else
+    the module (a checkout that is not installed)."""
+    script = os.path.join(os.path.dirname(sys.executable), "rtctl")
+    return [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "control.cli"]
+
+
+def _cli_runs(target: str) -> dict:
+    """Wall time of whole processes: rtctl status and --help against their
+    floors, CLI_RUNS of each, in turns."""
+    rtctl = _rtctl()
+    commands = {
+        "rtctl_status": [*rtctl, "status", "--target", target],
+        "rtctl_help": [*rtctl, "--help"],
+        "python_pass": [sys.executable, "-c", "pass"],
+        "python_import_grpc": [sys.executable, "-c", "import grpc"],
+    }
+    runs: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(CLI_RUNS):
+        for name, argv in commands.items():
+            t0 = time.perf_counter()
+            done = run_bounded(argv, timeout=30, what=name)
+            took = (time.perf_counter() - t0) * 1000
+            if done.returncode != 0:
+                raise BenchError(f"{' '.join(argv)} failed: {last_line(done.stderr)}")
+            runs[name].append(took)
+    report: dict = {
+        name: {
+            "p50": round(_percentile(ms, 0.5), 1),
+            "p90": round(_percentile(ms, 0.9), 1),
+            "runs": len(ms),
+        }
+        for name, ms in runs.items()
+    }
+    report["rtctl"] = " ".join(rtctl)
+    report["unit"] = "ms, whole process"
+    return report
+
+
 def run(opts: RestartOptions) -> dict:
     cpu = machine.default_cpu() if opts.cpu is None else opts.cpu
     machine.check_cpu(cpu)
@@ -195,6 +242,7 @@ def run(opts: RestartOptions) -> dict:
         st = seg.view()["status"]
         idle = _idle_cpu(agent.pid, int(st["pid"]))
         rtt = _status_round_trips(target)
+        cli = _cli_runs(target)
         for _ in range(opts.kills):
             old = int(st["pid"])
 
@@ -246,6 +294,7 @@ def run(opts: RestartOptions) -> dict:
     gaps = [t["restart_ms"] for t in trials]
     cold_p50 = _percentile(cold, 0.5)
     p50, worst = _percentile(gaps, 0.5), max(gaps)
+    over_health = rtt["status"]["p99"] / max(rtt["baseline_health_check"]["p99"], 1e-3)
     return {
         "kills": opts.kills,
         "cpu": cpu,
@@ -262,15 +311,24 @@ def run(opts: RestartOptions) -> dict:
             "imports, mlock, first cycle, exit), measured 3 times in this run",
             "cold_start_ms": {"p50": round(cold_p50, 2), "runs": [round(c, 2) for c in cold]},
         },
-        "ratio": {"p50_to_cold_start": round(p50 / cold_p50, 3)},
+        "ratio": {
+            "p50_to_cold_start": round(p50 / cold_p50, 3),
+            "rtctl_status_over_import_grpc_p50": round(
+                cli["rtctl_status"]["p50"] / cli["python_import_grpc"]["p50"], 2
+            ),
+        },
         "status_rtt_ms": rtt,
+        "status_p99_over_health_p99": round(over_health, 2),
+        "cli_ms": cli,
         "agent_idle_cpu_pct": idle,
         "goals": {
             "p50_le_200ms": p50 <= GOAL_P50_MS,
             "max_le_500ms": worst <= GOAL_MAX_MS,
             "requirement_5s": worst <= 5000,
             "status_p99_le_20ms": rtt["status"]["p99"] <= GOAL_STATUS_P99_MS,
-            "agent_idle_cpu_under_5pct": idle["agent"] < GOAL_IDLE_CPU_PCT,
+            "status_p99_le_5x_health_p99": over_health <= GOAL_STATUS_OVER_HEALTH_P99,
+            "rtctl_status_p90_le_200ms": cli["rtctl_status"]["p90"] <= GOAL_CLI_STATUS_MS,
+            "agent_idle_cpu_le_3pct": idle["agent"] <= GOAL_IDLE_CPU_PCT,
         },
         "machine": machine.describe(),
     }
@@ -287,7 +345,14 @@ def format_text(r: dict) -> str:
         f"status round trip (ms): p50 {r['status_rtt_ms']['status']['p50']} "
         f"p99 {r['status_rtt_ms']['status']['p99']} (gRPC health check p50 "
         f"{r['status_rtt_ms']['baseline_health_check']['p50']} p99 "
-        f"{r['status_rtt_ms']['baseline_health_check']['p99']})",
+        f"{r['status_rtt_ms']['baseline_health_check']['p99']}; "
+        f"p99 ratio {r['status_p99_over_health_p99']}x)",
+        f"whole processes (ms, {r['cli_ms']['rtctl_status']['runs']} runs each in turns): "
+        + "; ".join(
+            f"{name} p50 {c['p50']} p90 {c['p90']}"
+            for name, c in r["cli_ms"].items()
+            if isinstance(c, dict)
+        ),
         f"idle agent CPU: {r['agent_idle_cpu_pct']['agent']}% of one CPU "
         f"(RT process itself: {r['agent_idle_cpu_pct']['rt_process']}%)",
         "goals: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r["goals"].items()),

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 import re
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,3 +194,35 @@ def open_running(name: str, proc: subprocess.Popen, min_cycles: int, timeout: fl
         return None
 
     return wait_until(ready, timeout, f"the RT process to run {min_cycles} cycles", proc, 0.005)
+
+
+CACHE_DIR = Path.home() / ".cache" / "rtcore"
+COMPILE_TIMEOUT_S = 120.0
+
+
+def cached_build(name: str, key_parts: list[bytes], command: Callable[[str], list[str]]) -> str:
+    """A program built once and kept under ~/.cache/rtcore/NAME-KEY, KEY a hash
+    of key_parts (sources, headers, compiler version, flags): a changed input
+    builds anew. command(out_path) is the compiler command line. BenchError
+    with the compiler's last line if it fails."""
+    key = hashlib.sha256()
+    for part in key_parts:
+        key.update(len(part).to_bytes(8, "little"))
+        key.update(part)
+    binary = CACHE_DIR / f"{name}-{key.hexdigest()[:16]}"
+    if binary.exists():
+        return str(binary)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    # built under a temporary name and renamed: a concurrent or interrupted
+    # build never leaves a half-written binary under the cached name
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=CACHE_DIR)
+    os.close(fd)
+    try:
+        done = run_bounded(command(tmp), timeout=COMPILE_TIMEOUT_S, what=f"building {name}")
+        if done.returncode != 0:
+            raise BenchError(f"cannot build {name}: {last_line(done.stderr)}")
+        os.replace(tmp, binary)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(binary)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from control.api import LOG_LEVELS
-from rtcore import reftask, topology
+from rtcore import reftask_limits as reftask
+from rtcore import topology
 from rtcore.main import MAX_PERIOD_US, MIN_PERIOD_US
 
 AUTH_MODES = ("mutations", "all")

@@ -284,6 +284,10 @@ class Drainer:
             for name in self.RINGS
         }
 
+    def pending(self, ring: str) -> int:
+        """Records waiting in ring (a cheap look, nothing taken)."""
+        return int(self._readers[ring].pending())
+
     def drain_batch(self, ring: str) -> Batch:
         """Every record pending in ring now, as one batch (a copy)."""
         scratch = self._scratch[ring]

@@ -8,10 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rtcore import layout, records
-
-NAME = "reftask"
-MAX_JOINTS = 8
-MAX_WAYPOINTS = 64
+from rtcore.reftask_limits import MAX_JOINTS, MAX_WAYPOINTS, NAME  # noqa: F401
 
 CMD_TRAJ_CLEAR = layout.CMD_TASK + 0
 CMD_TRAJ_APPEND = layout.CMD_TASK + 1

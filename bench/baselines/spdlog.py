@@ -1,7 +1,7 @@
 """spdlog's asynchronous logger as a baseline: the caller's cost of one call.
 
 The program (spdlog_async.cpp, next to this file) is built once with g++ -O2
-against Debian's libspdlog-dev and cached under ~/.cache/rtcore/baselines,
+against Debian's libspdlog-dev and cached under ~/.cache/rtcore,
 keyed by the source, the compiler and the spdlog build flags. Debian ships
 spdlog compiled (libspdlog.so, SPDLOG_COMPILED_LIB) on an external fmt
 (libfmt.so): pkg-config gives those flags, as a user's build would get them.
@@ -9,21 +9,16 @@ spdlog compiled (libspdlog.so, SPDLOG_COMPILED_LIB) on an external fmt
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from bench import machine
 from bench.baselines import BaselineUnavailable
-from bench.runner import BenchError, last_line, run_bounded
+from bench.runner import BenchError, cached_build, last_line, run_bounded
 
 SOURCE = Path(__file__).with_name("spdlog_async.cpp")
-CACHE_DIR = Path.home() / ".cache" / "rtcore" / "baselines"
-COMPILE_TIMEOUT_S = 180.0
 NOT_PINNED = -1
 INSTALL_HINT = "install the Debian packages g++, libspdlog-dev and pkgconf (`make setup` does)"
 
@@ -57,33 +52,17 @@ def _build_flags() -> tuple[str, list[str]]:
 def spdlog_async_binary() -> str:
     """Path of the built program, compiling it on first use."""
     gxx, flags = _build_flags()
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256()
-    key.update(source)
-    key.update(_tool_output([gxx, "--version"], "g++ version").encode())
-    key.update(" ".join(flags).encode())
-    key.update(_tool_output(["pkg-config", "--modversion", "spdlog"], "spdlog version").encode())
-    binary = CACHE_DIR / f"spdlog_async-{key.hexdigest()[:16]}"
-    if binary.exists():
-        return str(binary)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    # built under a temporary name and renamed: a concurrent or interrupted
-    # build never leaves a half-written binary under the cached name
-    fd, tmp = tempfile.mkstemp(prefix=".spdlog_async-", dir=CACHE_DIR)
-    os.close(fd)
-    try:
-        done = run_bounded(
-            [gxx, "-O2", "-std=c++17", "-o", tmp, str(SOURCE), *flags],
-            timeout=COMPILE_TIMEOUT_S,
-            what="g++ building the spdlog baseline",
-        )
-        if done.returncode != 0:
-            raise BenchError(f"cannot build the spdlog baseline: {last_line(done.stderr)}")
-        os.replace(tmp, binary)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return str(binary)
+    parts = [
+        SOURCE.read_bytes(),
+        _tool_output([gxx, "--version"], "g++ version").encode(),
+        " ".join(flags).encode(),
+        _tool_output(["pkg-config", "--modversion", "spdlog"], "spdlog version").encode(),
+    ]
+    return cached_build(
+        "spdlog_async",
+        parts,
+        lambda out: [gxx, "-O2", "-std=c++17", "-o", out, str(SOURCE), *flags],
+    )
 
 
 def _run_timeout(count: int) -> float:

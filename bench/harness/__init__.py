@@ -8,20 +8,15 @@ header (the code it measures) and the compiler, as the spdlog baseline is.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from bench.runner import BenchError, last_line, run_bounded
+from bench.runner import BenchError, cached_build
 
 SOURCE = Path(__file__).with_name("push_bench.c")
 INCLUDE = Path(__file__).resolve().parent.parent.parent / "rtcore" / "include"
-CACHE_DIR = Path.home() / ".cache" / "rtcore" / "harness"
 FLAGS = ["-O2", "-pthread"]
-COMPILE_TIMEOUT_S = 120.0
 
 
 def _compiler() -> tuple[str, str]:
@@ -38,31 +33,9 @@ def _compiler() -> tuple[str, str]:
 def push_bench_binary() -> str:
     """Path of the built push_bench program, compiling it on first use."""
     gcc, version = _compiler()
-    key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
+    parts = [SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode()]
     for header in sorted((INCLUDE / "rtcore").glob("*.h")):
-        key.update(header.name.encode())
-        key.update(header.read_bytes())
-    key.update(version.encode())
-    key.update(" ".join(FLAGS).encode())
-    binary = CACHE_DIR / f"push_bench-{key.hexdigest()[:16]}"
-    if binary.exists():
-        return str(binary)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    # built under a temporary name and renamed: a concurrent or interrupted
-    # build never leaves a half-written binary under the cached name
-    fd, tmp = tempfile.mkstemp(prefix=".push_bench-", dir=CACHE_DIR)
-    os.close(fd)
-    try:
-        done = run_bounded(
-            [gcc, *FLAGS, f"-I{INCLUDE}", "-o", tmp, str(SOURCE)],
-            timeout=COMPILE_TIMEOUT_S,
-            what="gcc building the push harness",
-        )
-        if done.returncode != 0:
-            raise BenchError(f"cannot build the push harness: {last_line(done.stderr)}")
-        os.replace(tmp, binary)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return str(binary)
+        parts += [header.name.encode(), header.read_bytes()]
+    return cached_build(
+        "push_bench", parts, lambda out: [gcc, *FLAGS, f"-I{INCLUDE}", "-o", out, str(SOURCE)]
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 from control.api import Waypoint
 from control.errors import InvalidArgument
-from rtcore import reftask
+from rtcore import reftask_limits as reftask
 
 MAX_FILE_BYTES = 1 << 20
 MAX_ABS_Q = 1000.0

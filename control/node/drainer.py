@@ -160,9 +160,9 @@ class Drainer:
                 subs = [s for s in self._subs if ring in s.rings]
                 if any(s.lossless and not s.has_room() for s in subs):
                     continue  # leave it in the ring: the RT holds back, nothing is lost
-                batch = rings.drain_batch(ring)
-                if len(batch) == 0:
+                if not rings.pending(ring):
                     continue
+                batch = rings.drain_batch(ring)
                 taken += len(batch)
                 self.batches += 1
                 for sub in subs:

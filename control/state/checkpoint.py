@@ -108,6 +108,9 @@ class CheckpointStore:
         self.on_corrupt = on_corrupt
         self._lock = threading.Lock()
         self._unmovable: set[str] = set()
+        # files already verified, by (path, mtime, size): status asks often,
+        # and reading and CRC-checking the newest file each time is wasted
+        self._verified: dict[tuple[str, int, int], tuple[Meta, bytes]] = {}
         os.makedirs(directory, exist_ok=True)
         self._remove_temp_files()
 
@@ -183,7 +186,7 @@ class CheckpointStore:
     def _newest_valid(self, task_id: int | None) -> tuple[str, Meta, bytes] | None:
         for order, path in reversed(self._list()):
             try:
-                meta, data = read_checkpoint_file(path)
+                meta, data = self._read_verified(path)
                 if _order(meta) != order:
                     raise CheckpointFileError(
                         f"file name says (epoch, seq) {order}, header says {_order(meta)}", path
@@ -194,6 +197,18 @@ class CheckpointStore:
             if task_id is None or meta["task_id"] == task_id:
                 return path, meta, data
         return None
+
+    def _read_verified(self, path: str) -> Checkpoint:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise CheckpointFileError(f"cannot read: {e.strerror}", path) from None
+        key = (path, st.st_mtime_ns, st.st_size)
+        if key not in self._verified:
+            if len(self._verified) > 4 * self.keep:
+                self._verified.clear()
+            self._verified[key] = read_checkpoint_file(path)
+        return self._verified[key]
 
     def info(self) -> dict[str, Any]:
         """Files kept, oldest first (seq, cycle, size, saved_ns, path; cycle and

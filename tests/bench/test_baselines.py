@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 
+from bench import runner
 from bench.baselines import BaselineUnavailable, callgrind, spdlog
 from bench.baselines.callgrind import inclusive_ir, instructions_per_call
 from bench.baselines.pylogging import python_queue_logging_ns
@@ -110,7 +111,7 @@ def test_spdlog_async_pinned_caller_and_worker_on_different_cpus():
 
 
 def test_spdlog_binary_is_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(spdlog, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(runner, "CACHE_DIR", tmp_path / "cache")
     first = available(spdlog_async_binary)
     built = Path(first).stat().st_mtime_ns
     assert spdlog_async_binary() == first

@@ -141,8 +141,12 @@ def test_logging_json_has_contract_fields():
         "spdlog_over_log_push_ge_3",
         "added_exec_le_1000ns",
         "drain_ge_1M_records_per_s",
+        "node_drain_ge_500k_records_per_s_with_a_slow_subscriber",
         "promote_within_one_period",
     }
+    node = r["node_drainer"]
+    assert node["subscriber_dropped"]["fast"] == 0 and node["subscriber_dropped"]["slow"] > 0
+    assert_numbers(node, ("node_drain_records_per_s", "ring_dropped"))
     assert all(v is None or isinstance(v, bool) for v in r["goals"].values())
     assert bench_segments() <= before
 
@@ -159,6 +163,18 @@ def test_restart_json_has_its_figures_and_baselines():
     assert_numbers(r["status_rtt_ms"]["status"], ("p50", "p99", "max"))
     assert_numbers(r["status_rtt_ms"]["baseline_health_check"], ("p50", "p99", "max"))
     assert_numbers(r["agent_idle_cpu_pct"], ("agent", "rt_process"))
+    assert_numbers(r, ("status_p99_over_health_p99",))
+    cli = r["cli_ms"]
+    for name in ("rtctl_status", "rtctl_help", "python_pass", "python_import_grpc"):
+        assert_numbers(cli[name], ("p50", "p90", "runs"))
+        assert cli[name]["p50"] <= cli[name]["p90"]
+    assert "rtctl" in cli["rtctl"]
+    assert_numbers(r["ratio"], ("p50_to_cold_start", "rtctl_status_over_import_grpc_p50"))
+    assert {
+        "status_p99_le_5x_health_p99",
+        "rtctl_status_p90_le_200ms",
+        "agent_idle_cpu_le_3pct",
+    } <= set(r["goals"])
     assert all(isinstance(v, bool) for v in r["goals"].values())
     assert not any(name.startswith("rtcore-bench") for name in os.listdir("/dev/shm"))
 

@@ -459,8 +459,8 @@ def test_files_are_keyed_by_origin_and_epoch_and_a_standbys_own_state_is_not_kep
 def test_version_1_files_are_still_read(tmp_path: Path) -> None:
     """Files written before origins existed (64-byte header, name by seq only)
     restore as origin 0, epoch as recorded."""
-    from rtcore.ckptfile import HEADER_V1, MAGIC
     from rtcore._core import crc32c
+    from rtcore.ckptfile import HEADER_V1, MAGIC
 
     data = state(4)
     head = HEADER_V1.pack(MAGIC, 1, 4, 40, 2, 7, len(data), 123, 456, 0)[:60]

@@ -77,3 +77,18 @@ def test_job_runs_through_commands_and_survives_kill_9(spawn, shm_name):
     assert abs(final["q"][:JOINTS] - 0.5).max() < 0.05, "joints reached the last waypoint"
     seg.close()
     seg2.close()
+
+
+def test_numpy_free_limits_match_the_header():
+    """rtcore.reftask_limits (what clients check trajectories against) says
+    what reftask.h says."""
+    import re
+    from pathlib import Path
+
+    from rtcore import reftask_limits
+
+    header = (Path(__file__).parents[2] / "rtcore/include/rtcore/reftask.h").read_text()
+    defines = dict(re.findall(r"#define RTC_REFTASK_(\w+) (\S+)", header))
+    assert int(defines["MAX_JOINTS"].rstrip("u")) == reftask_limits.MAX_JOINTS
+    assert int(defines["MAX_WAYPOINTS"].rstrip("u")) == reftask_limits.MAX_WAYPOINTS
+    assert defines["NAME"].strip('"') == reftask_limits.NAME
