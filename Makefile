@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := gcc g++ libnuma-dev numactl rt-tests strace stress-ng libcap2-bin util-linux prometheus valgrind libspdlog-dev pkgconf
-SOURCES := $(wildcard rtcore/*.pyx rtcore/*.pxd rtcore/src/*.c rtcore/include/rtcore/*.h) setup.py
+SOURCES := $(wildcard rtcore/*.pyx rtcore/*.pxd rtcore/*.pxi rtcore/src/*.c rtcore/include/rtcore/*.h) setup.py
 PYTEST_ARGS ?=
 
 .PHONY: all setup sysdeps test test-fast bench lint format proto clean
@@ -56,7 +56,7 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check rtcore control bench tests
 	$(VENV)/bin/ruff format --check rtcore control bench tests
-	PATH=$(VENV)/bin:$$PATH cython-lint --max-line-length 100 rtcore/*.pyx rtcore/*.pxd
+	PATH=$(VENV)/bin:$$PATH cython-lint --max-line-length 100 rtcore/*.pyx rtcore/*.pxd rtcore/*.pxi
 	$(VENV)/bin/mypy control rtcore bench
 
 format: setup

@@ -94,7 +94,7 @@ cdef struct Rt:
     rtc_trace_ctx cmd_ctx       # a traced command's, while it is applied
     rtc_span_scratch scratch
     int phase_span              # scratch index task spans nest under
-    rtc_ckpt_slot *inbound_copy # scratch for reading the inbound slot (allocated at set-up)
+    rtc_ckpt_slot *inbound_copy  # scratch for reading the inbound slot (allocated at set-up)
     uint64_t inbound_lock       # inbound seqlock value last examined
     uint16_t loop_names_base    # string id of LOOP_NAMES[0]
     uint16_t task_tpl_base      # string id of the task's first template
