@@ -428,7 +428,8 @@ cdef inline int run_step(Rt *rt, int64_t *t) noexcept nogil:
                       RTC_NO_STRING if rc == 0 else rt.loop_names_base + M_STEP_FAILED)
     if rc != 0:
         st.task_rc = rc
-        if rtc_limit(&rt.step_limit, rc, t[0], FAULT_LOG_INTERVAL_NS, &repeats):
+        # spaced by the records' own timestamps (the cycle's wake-up)
+        if rtc_limit(&rt.step_limit, rc, rt.em.now_ns, FAULT_LOG_INTERVAL_NS, &repeats):
             args[0].i = rc
             args[1].i = <int64_t>rt.cycle
             rtc_emit_log(&rt.em, RTC_LEVEL_ERROR, T_TASK_FAULT, 2, args, 0, repeats)
@@ -509,33 +510,9 @@ cdef int run_loop(Rt *rt) noexcept nogil:
                               RTC_NO_STRING)
 
         end = mono_ns()
-        exec_ns = end - wake
-        rtc_hist_add(st.wake_hist, <uint64_t>lat)
-        rtc_hist_add(st.exec_hist, <uint64_t>exec_ns)
-        st.last_wake_ns = wake
-        st.last_wake_latency_ns = lat
-        st.last_exec_ns = exec_ns
-        if <uint64_t>lat > st.wake_max_ns:
-            st.wake_max_ns = lat
-        if <uint64_t>exec_ns > st.exec_max_ns:
-            st.exec_max_ns = exec_ns
-
         target += rt.period_ns
         late = end > target
-        if late:
-            # this cycle overran into the next period; resume on the first
-            # period boundary still ahead instead of bursting to catch up
-            skip = <uint64_t>((end - target) // rt.period_ns) + 1
-            target += <int64_t>skip * rt.period_ns
-            rt.skipped_pending = skip
-            st.misses += 1
-            st.skipped_periods += skip
-            late_args[0].f = lat / 1e3
-            late_args[1].f = exec_ns / 1e3
-            late_args[2].f = rt.period_ns / 1e3
-            late_args[3].i = <int64_t>skip
-            rtc_emit_log(&rt.em, RTC_LEVEL_ERROR, T_MISS, 4, late_args, 7, 0)
-            rtc_emit_event(&rt.em, RTC_EV_DEADLINE_MISS, exec_ns, <int64_t>skip)
+        skip = <uint64_t>((end - target) // rt.period_ns) + 1 if late else 0
         if late or rt.cycle_ctx.flags & RTC_TRACE_SAMPLED:
             # a late cycle is always recorded, sampled or not
             rt.cycle_ctx.flags |= RTC_TRACE_SAMPLED
@@ -549,6 +526,35 @@ cdef int run_loop(Rt *rt) noexcept nogil:
                 attr.i = <int64_t>skip
                 rtc_scratch_attr(&rt.scratch, 0, rt.loop_names_base + K_SKIPPED, attr, 0)
             rtc_scratch_flush(&rt.scratch, &rt.em, &rt.cycle_ctx, &rt.rng)
+            if not late:
+                # pushing the spans is this cycle's work too: it counts in
+                # the execution time, and can make the cycle late
+                end = mono_ns()
+                late = end > target
+                skip = <uint64_t>((end - target) // rt.period_ns) + 1 if late else 0
+        exec_ns = end - wake
+        rtc_hist_add(st.wake_hist, <uint64_t>lat)
+        rtc_hist_add(st.exec_hist, <uint64_t>exec_ns)
+        st.last_wake_ns = wake
+        st.last_wake_latency_ns = lat
+        st.last_exec_ns = exec_ns
+        if <uint64_t>lat > st.wake_max_ns:
+            st.wake_max_ns = lat
+        if <uint64_t>exec_ns > st.exec_max_ns:
+            st.exec_max_ns = exec_ns
+        if late:
+            # this cycle overran into the next period; resume on the first
+            # period boundary still ahead instead of bursting to catch up
+            target += <int64_t>skip * rt.period_ns
+            rt.skipped_pending = skip
+            st.misses += 1
+            st.skipped_periods += skip
+            late_args[0].f = lat / 1e3
+            late_args[1].f = exec_ns / 1e3
+            late_args[2].f = rt.period_ns / 1e3
+            late_args[3].i = <int64_t>skip
+            rtc_emit_log(&rt.em, RTC_LEVEL_ERROR, T_MISS, 4, late_args, 7, 0)
+            rtc_emit_event(&rt.em, RTC_EV_DEADLINE_MISS, exec_ns, <int64_t>skip)
         if rt.scratch.dropped != 0:
             st.spans_dropped += rt.scratch.dropped
             rt.scratch.dropped = 0
