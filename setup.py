@@ -1,5 +1,7 @@
 """Builds rtcore's C/Cython extensions; metadata lives in pyproject.toml."""
 
+from glob import glob
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -8,6 +10,8 @@ CFLAGS = ["-O2", "-g", "-Wall", "-Wno-unused-function", "-fno-strict-aliasing"]
 # Resolve every symbol at load time: a lazy binding resolved on a cold path
 # would run the dynamic linker (locks, page faults) in the middle of a cycle.
 LDFLAGS = ["-Wl,-z,now"]
+# a change to a shared header or an included loop file rebuilds every extension
+DEPENDS = sorted(glob("rtcore/include/rtcore/*.h") + glob("rtcore/*.pxi"))
 
 extensions = [
     Extension(
@@ -16,6 +20,7 @@ extensions = [
         include_dirs=INCLUDE,
         extra_compile_args=CFLAGS,
         extra_link_args=LDFLAGS,
+        depends=DEPENDS,
     ),
     Extension(
         "rtcore._rt",
@@ -24,6 +29,7 @@ extensions = [
         libraries=["numa", "dl"],
         extra_compile_args=CFLAGS,
         extra_link_args=LDFLAGS,
+        depends=DEPENDS,
     ),
     # Test hooks (patterned producers for the lock-free code's tests); the
     # product never imports it.
@@ -33,6 +39,7 @@ extensions = [
         include_dirs=INCLUDE,
         extra_compile_args=CFLAGS,
         extra_link_args=LDFLAGS,
+        depends=DEPENDS,
     ),
     # The built-in reference task: a plain task library loaded through the
     # same dlopen path as a user's (it has no Python module init).
@@ -43,6 +50,7 @@ extensions = [
         libraries=["m"],
         extra_compile_args=CFLAGS,
         extra_link_args=LDFLAGS,
+        depends=DEPENDS,
     ),
 ]
 

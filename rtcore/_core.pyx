@@ -288,32 +288,52 @@ def write_control(buf, **fields):
     ppm = fields.get("sample_ppm")
     if ppm is not None and not 0 <= ppm <= RTC_SAMPLE_PPM_ALL:
         raise ValueError(f"sample_ppm {ppm} is out of range 0..{RTC_SAMPLE_PPM_ALL}")
-    cdef rtc_control new
-    new = c[0]
+    # each field: given (bit set in `given`) and its value; applied in place
+    # under the seqlock so a concurrent writer's change (the lease thread's
+    # renewal) is never overwritten with a stale copy
+    cdef uint32_t given = 0
+    cdef uint32_t v_mode = 0, v_active = 0, v_level = 0, v_ppm = 0
+    cdef uint64_t v_epoch = 0, v_node = 0
+    cdef int64_t v_lease = 0, v_timeout = 0
     for name, value in fields.items():
         if value is None:
             continue
+        given |= 1u << CONTROL_FIELDS.index(name)
         if name == "mode":
-            new.mode = value
+            v_mode = value
         elif name == "active":
-            new.active = 1 if value else 0
+            v_active = 1 if value else 0
         elif name == "epoch":
-            new.epoch = value
+            v_epoch = value
         elif name == "lease_ns":
-            new.lease_ns = value
+            v_lease = value
         elif name == "lease_timeout_ns":
-            new.lease_timeout_ns = value
+            v_timeout = value
         elif name == "log_level":
-            new.log_level = value
+            v_level = value
         elif name == "sample_ppm":
-            new.sample_ppm = value
+            v_ppm = value
         elif name == "node_id":
-            new.node_id = value
+            v_node = value
     cdef uint64_t odd
     with nogil:
         odd = rtc_seq_begin(&c.seq)
-        new.seq = odd
-        memcpy(c, &new, sizeof(rtc_control))
+        if given & (1u << 0):
+            c.mode = v_mode
+        if given & (1u << 1):
+            c.active = v_active
+        if given & (1u << 2):
+            c.epoch = v_epoch
+        if given & (1u << 3):
+            c.lease_ns = v_lease
+        if given & (1u << 4):
+            c.lease_timeout_ns = v_timeout
+        if given & (1u << 5):
+            c.log_level = v_level
+        if given & (1u << 6):
+            c.sample_ppm = v_ppm
+        if given & (1u << 7):
+            c.node_id = v_node
         rtc_seq_end(&c.seq, odd)
 
 

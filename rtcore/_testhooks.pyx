@@ -116,3 +116,23 @@ def hammer_checkpoint(buf, uint32_t slot, uint64_t first_seq, uint64_t count, ui
             for b in range(size):
                 state[b] = <uint8_t>(s + b)
             rtc_ckpt_write(&seg.ckpt[slot], s, s, mono_ns(), 0, 0, 0, 0, state, size)
+
+
+def control_reader(buf, double seconds):
+    """Copy the control block the way the loop does (rtc_seq_copy) as fast as
+    possible for `seconds`. The test's writer keeps epoch == node_id and
+    lease_timeout_ns == 1000 * epoch in every change it publishes, so an
+    accepted copy that breaks that was torn. Returns (accepted, rejected, torn)."""
+    cdef rtc_control *c = &segment_ptr(buf).control
+    cdef rtc_control copy
+    cdef uint64_t seen, accepted = 0, rejected = 0, torn = 0
+    cdef int64_t until = mono_ns() + <int64_t>(seconds * 1e9)
+    with nogil:
+        while mono_ns() < until:
+            if rtc_seq_copy(c, &copy, sizeof(rtc_control), &seen) != 0:
+                rejected += 1
+                continue
+            accepted += 1
+            if copy.epoch != copy.node_id or copy.lease_timeout_ns != <int64_t>copy.epoch * 1000:
+                torn += 1
+    return accepted, rejected, torn

@@ -316,18 +316,24 @@ class Agent:
         """Persist what the journal ring holds and close an interval the RT
         could not close itself (it died actuating): from its status block."""
         self.drainer.drain_once()
-        self._journal_sub_flush()
+        if not self._journal_sub.flush(timeout_s=2.0):
+            # what the RT wrote is still on its way: an END now would land
+            # before the RT's own records; the next settle closes it
+            logger.warning("the actuation journal is behind; its settling is left for later")
+            return
         seg = self.link.get()
         if seg is None:
             return
         st = seg.view()["status"]
         if pid_alive(seg.owner_pid()) and int(st["actuating"]):
             return
-        end = self.journal.close_from_status({k: int(st[k]) for k in ACT_FIELDS})
+        end = self.journal.close_from_status(
+            {k: int(st[k]) for k in ACT_FIELDS}, time.time_ns(), time.monotonic_ns()
+        )
         if end is not None:
             logger.warning(
                 "actuation interval of epoch {} closed at cycle {} from the RT's status "
-                "(the RT stopped without closing it)",
+                "(the RT stopped without closing it; None: end unknown, bounded by now)",
                 end["epoch"],
                 end["cycle"],
             )

@@ -65,10 +65,15 @@ class Subscriber:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish what is queued, then end."""
+        """Finish what is queued, then end; bounded: a handler that hangs is
+        left behind (its thread is a daemon) after STOP_JOIN_S."""
         if not self._thread.is_alive():
             return
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=STOP_JOIN_S)
+        except queue.Full:
+            logger.error("subscriber {} is stuck; not waiting for it", self.name)
+            return
         self._thread.join(STOP_JOIN_S)
 
     def flush(self, timeout_s: float) -> bool:

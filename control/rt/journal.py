@@ -63,32 +63,43 @@ class ActuationJournal:
                 current = None
         return current
 
-    def close_from_status(self, status: dict[str, Any]) -> dict[str, Any] | None:
+    def close_from_status(
+        self, status: dict[str, Any], now_real_ns: int, now_mono_ns: int
+    ) -> dict[str, Any] | None:
         """Close an open interval with what the RT's status block says of its
-        last actuated cycle (the RT died before it could). Returns the END written."""
+        last actuated cycle (the RT died before it could). If the status
+        describes another interval, the end is not known: it is recorded as
+        at most now (`end_bound: "upper"`), never shorter than it may have
+        been. Returns the END written."""
         start = self.open_interval()
         if start is None:
             return None
-        if (
-            int(status.get("act_epoch", -1)) != start["epoch"]
-            or int(status.get("act_first_cycle", -1)) != start["cycle"]
-        ):
-            # the status describes another interval: all that is known is the start
-            last_cycle, last_mono, cycles = start["cycle"], start["mono_ns"], 0
-        else:
-            last_cycle = int(status["act_last_cycle"])
-            last_mono = int(status["act_last_mono_ns"])
-            cycles = int(status["act_interval_cycles"])
-        end = {
+        same = (
+            int(status.get("act_epoch", -1)) == start["epoch"]
+            and int(status.get("act_first_cycle", -1)) == start["cycle"]
+        )
+        end: dict[str, Any] = {
             "kind": "end",
             "pid": start["pid"],
             "epoch": start["epoch"],
-            "cycle": last_cycle,
-            "mono_ns": last_mono,
-            "real_ns": start["real_ns"] + (last_mono - start["mono_ns"]),
-            "cycles": cycles,
             "closed_by": "agent",
         }
+        if same:
+            last_mono = int(status["act_last_mono_ns"])
+            end |= {
+                "cycle": int(status["act_last_cycle"]),
+                "mono_ns": last_mono,
+                "real_ns": start["real_ns"] + (last_mono - start["mono_ns"]),
+                "cycles": int(status["act_interval_cycles"]),
+            }
+        else:
+            end |= {
+                "cycle": None,
+                "mono_ns": now_mono_ns,
+                "real_ns": now_real_ns,
+                "cycles": None,
+                "end_bound": "upper",
+            }
         self.append([end])
         return end
 
@@ -123,4 +134,5 @@ def _interval(start: dict[str, Any], end: dict[str, Any] | None) -> dict[str, An
         "end_mono_ns": end["mono_ns"] if end else None,
         "cycles": end["cycles"] if end else None,
         "closed_by": (end.get("closed_by", "rt") if end else None),
+        "end_bound": (end.get("end_bound", "exact") if end else None),
     }

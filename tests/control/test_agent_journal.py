@@ -86,6 +86,9 @@ def test_journal_keeps_every_interval_across_kills_a_frozen_agent_and_a_stop(
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(timeout=15) == 0
 
+    with open(os.path.join(agent.data_dir, "agent.log")) as f:
+        expired = [line for line in f if "lease expired" in line]
+    assert len(expired) == 1, "the freeze only: a clean stop stops the RT before the lease"
     intervals = ActuationJournal(os.path.join(agent.data_dir, "journal.jsonl"), "").intervals()
     assert [i["closed_by"] for i in intervals] == ["agent", "rt", "agent", "rt"], intervals
     assert {i["epoch"] for i in intervals} == {1}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from control.config import AgentConfig
+from control.rt.link import SegmentLink
 from control.rt.supervisor import Supervisor
 from tests.conftest import wait_for
 from tests.control.agentproc import CPU
@@ -29,7 +30,9 @@ def make_supervisor(tmp_path: Path):
             data_dir=str(tmp_path / f"d{len(made)}"),
             cpus=[int(CPU)],
         )
-        sup = Supervisor(cfg, on_event, control_args=lambda: STANDBY)
+        sup = Supervisor(
+            cfg, on_event, control_args=lambda: STANDBY, link=SegmentLink(cfg.shm_name)
+        )
         made.append(sup)
         return sup
 
@@ -96,6 +99,7 @@ def test_a_removed_segment_file_is_mapped_anew_when_the_rt_makes_a_new_one(make_
     sup = make_supervisor(lambda *a: None)
     sup.start()
     first = running_pid(sup)
+    generation = sup._link.generation
     os.unlink(f"/dev/shm/{sup.cfg.shm_name}")
     os.kill(first, signal.SIGKILL)
     second = running_pid(sup, not_pid=first)
@@ -104,4 +108,6 @@ def test_a_removed_segment_file_is_mapped_anew_when_the_rt_makes_a_new_one(make_
     beat = int(seg.view()["status"]["heartbeat"])
     wait_for(lambda: int(seg.view()["status"]["heartbeat"]) > beat + 100, what="heartbeats")
     assert sup.info()["segment_remaps"] >= 1
+    # holders of ring readers and writers (drainer, command writer) rebuild on this
+    assert sup._link.generation > generation
     assert sup.pid == second and sup.restarts == 1, "not killed as hung"

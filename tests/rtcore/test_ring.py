@@ -285,7 +285,13 @@ def _result(proc: subprocess.Popen, what: str) -> dict:
 
 
 def _run_pair(
-    spawn, shm_name: str, tmp_path: Path, total: int, spin_limit: int, lossless: bool
+    spawn,
+    shm_name: str,
+    tmp_path: Path,
+    total: int,
+    spin_limit: int,
+    lossless: bool,
+    producer_code: str = PRODUCER,
 ) -> tuple[dict, dict, tuple]:
     seg = Segment.create(shm_name)
     try:
@@ -303,7 +309,7 @@ def _run_pair(
         assert consumer.poll() is None, (
             f"consumer exited early:\n{consumer.communicate(timeout=10)[1]}"
         )
-        producer = _python(spawn, PRODUCER, shm_name, total, spin_limit, done)
+        producer = _python(spawn, producer_code, shm_name, total, spin_limit, done)
         prod = _result(producer, "producer")
         cons = _result(consumer, "consumer")
         counters = _core.ring_counters(seg.buf, "log")
@@ -343,3 +349,49 @@ def test_two_processes_lossy_drops_are_counted(spawn, shm_name: str, tmp_path: P
         assert cons["gaps"] > 0 or cons["last"] < total
     else:
         assert cons["gaps"] == 0 and cons["last"] == total
+
+
+PRODUCER_COPYING = r"""
+import json, sys, time
+import numpy as np
+from rtcore import _core
+from rtcore.segment import Segment
+
+name, total, spin_limit, done_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+seg = Segment.open(name)
+writer = _core.RingWriter(seg.buf, "log")
+words = 128 // 8  # a log record, in 8-byte words
+accepted, first = 0, 1
+while first <= total:
+    n = min(2048, total - first + 1)
+    nums = np.arange(first, first + n, dtype=np.uint64)
+    recs = np.empty((n, words), dtype=np.uint64)
+    recs[:, 0] = nums
+    for w in range(1, words):
+        recs[:, w] = nums * np.uint64(0x9E3779B97F4A7C15) + np.uint64(w)
+    accepted += writer.push_many(recs.tobytes(), n)
+    first += n
+    time.sleep(0.0002)
+with open(done_path, "w") as f:
+    f.write(str(accepted))
+print(json.dumps({"accepted": accepted}), flush=True)
+"""
+
+
+def test_two_processes_copying_push_is_never_torn(spawn, shm_name: str, tmp_path: Path) -> None:
+    """rtc_ring_push (a whole record copied in, then published), the path
+    spans and commands take: the reader never sees a record before its bytes."""
+    total = LOSSY_RECORDS
+    prod, cons, (head, tail, pushed, dropped, _) = _run_pair(
+        spawn,
+        shm_name,
+        tmp_path,
+        total,
+        spin_limit=0,
+        lossless=False,
+        producer_code=PRODUCER_COPYING,
+    )
+    assert not cons["timed_out"], cons
+    assert cons["corrupt"] == 0, cons
+    assert cons["received"] == prod["accepted"] == pushed == head == tail
+    assert cons["received"] + dropped == total and cons["received"] > 0

@@ -116,7 +116,9 @@ def test_expired_lease_stops_actuation_within_one_cycle(spawn, shm_name):
     assert len(expired) == 2 and all(r["level"] == "CRITICAL" for r in expired)
     for r in expired:
         assert r["fields"]["timeout_ms"] == 50.0
-        assert 50.0 < r["fields"]["lease_age_ms"] <= 50.0 + st["period_ns"] / 1e6
+        # noticed on the first cycle after expiry: a period plus that cycle's wake-up latency
+        slack_ms = (st["period_ns"] + st["wake_max_ns"]) / 1e6
+        assert 50.0 < r["fields"]["lease_age_ms"] <= 50.0 + slack_ms
     end = [j for j in drainer.drain("journal") if j["kind"] == "end"]
     assert end[-1]["mono_ns"] == st["act_last_mono_ns"] and end[-1]["epoch"] == 3
     seg.close()

@@ -124,3 +124,87 @@ def test_journal_shows_every_actuated_interval_with_its_epoch(spawn, shm_name):
     flips = [(e["a"], e["b"]) for e in drainer.drain("event") if e["kind"] == "actuating"]
     assert flips == [(1, 1), (0, 1), (1, 2), (0, 2), (1, 3), (0, 3)]
     seg.close()
+
+
+def test_a_command_with_no_epoch_is_refused_by_a_fenced_node(spawn, shm_name):
+    """Epoch 0 (a sender that never learnt an epoch) is older than any epoch."""
+    proc = spawn.rt(shm_name, "--cpus", CPU, ACTUATE, "--epoch", "5")
+    seg = open_when_ready(shm_name, proc, min_cycles=10)
+    drainer = Drainer(seg.buf)
+    writer = _core.RingWriter(seg.buf, "cmd")
+    assert writer.push(command(reftask.CMD_SET_GAINS, seq=1, epoch=0, args=(1.0, 2.0, 3.0)))
+    assert _acks(drainer, {1}) == {1: -errno.ESTALE}
+    assert status(seg)["cmds_stale"] == 1
+    seg.close()
+
+
+def test_a_replicated_state_arriving_while_actuating_is_refused(spawn, shm_name):
+    """A primary's state is its own: a checkpoint in the inbound slot, however
+    new, is refused and counted, and the loop keeps its own state."""
+    proc = spawn.rt(shm_name, "--cpus", CPU, ACTUATE, "--epoch", "2", "--ckpt-every", "5")
+    seg = open_when_ready(shm_name, proc, min_cycles=10)
+    drainer = Drainer(seg.buf)
+    own = reftask.decode_state(seg.newest_checkpoint()[1])  # type: ignore[index]
+    foreign = own.copy()
+    foreign["kp"] = 12345.0
+    task_id = seg.newest_checkpoint()[0]["task_id"]  # type: ignore[index]
+    _core.write_checkpoint(
+        seg.buf, _core.INBOUND, 10**6, 10**6, 99, task_id, foreign.tobytes(), origin=77
+    )
+    refused = collect(
+        drainer,
+        "log",
+        lambda got: any("replicated checkpoint refused" in r["message"] for r in got),
+        what="the refusal",
+    )
+    assert [r["fields"] for r in refused if "refused" in r["message"]] == [{"why": 3}]
+    st = status(seg)
+    assert st["inbound_refused"] == 1 and st["adopted_count"] == 0
+    cycle = st["cycles"]
+    meta, data = wait_for(
+        lambda: (c := seg.newest_checkpoint()) and c[0]["cycle"] > cycle + 5 and c,
+        what="a later checkpoint",
+    )
+    assert reftask.decode_state(data)["kp"] == own["kp"] != 12345.0
+    assert meta["seq"] < 10**6 and not meta["flags"] & layout.CKPT_SHADOW
+    seg.close()
+
+
+def test_actuation_waits_for_room_for_both_ends_of_its_interval(spawn, shm_name):
+    """The journal ring is never dropped from: with one free record the loop
+    will not start an interval it could not close, and says so."""
+    proc = spawn.rt(shm_name, "--cpus", CPU, "--standby", "--keep-shm")
+    seg = open_when_ready(shm_name, proc, min_cycles=5)
+    journal = _core.RingReader(seg.buf, "journal")
+    cap = layout.JOURNAL_RING_CAP
+
+    def flip(active: int) -> None:
+        _core.write_control(seg.buf, active=active, epoch=1, lease_timeout_ns=0)
+        wait_for(lambda: status(seg)["actuating"] == active, what=f"actuating == {active}")
+
+    flip(1)
+    assert len(journal.pop(cap)) == layout.JOURNAL_REC.itemsize, "the START, taken"
+    flip(0)  # its END: one record in the ring
+    for _ in range((cap - 2) // 2):
+        flip(1)
+        flip(0)
+    head, tail = _core.ring_counters(seg.buf, "journal")[:2]
+    assert head - tail == cap - 1, "one free record left"
+    drainer = Drainer(seg.buf)
+    drainer.drain("log")
+    _core.write_control(seg.buf, active=1)
+    held = collect(
+        drainer,
+        "log",
+        lambda got: any(r["message"].startswith("actuation held") for r in got),
+        what="the hold",
+    )
+    assert [r["fields"] for r in held if r["message"].startswith("actuation held")] == [{"room": 1}]
+    assert status(seg)["actuating"] == 0
+    assert _core.ring_counters(seg.buf, "journal")[3] == 0, "nothing dropped"
+    recs = journal.pop(cap)
+    assert len(recs) == (cap - 1) * layout.JOURNAL_REC.itemsize
+    wait_for(lambda: status(seg)["actuating"] == 1, what="actuation once there is room")
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc)[0] == 0
+    seg.close()

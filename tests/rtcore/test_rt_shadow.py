@@ -117,8 +117,11 @@ def test_standby_adopts_replicated_state_drives_nothing_then_continues_it(
     assert st["adopted_count"] == FEEDS
     assert st["inbound_refused"] == 1
     assert proc.poll() is None
-    adopted = [(e["a"], e["b"]) for e in drainer.drain("event") if e["kind"] == "adopted"]
+    adopted_events = [e for e in drainer.drain("event") if e["kind"] == "adopted"]
+    adopted = [(e["a"], e["b"]) for e in adopted_events]
     assert adopted == [(f["seq"], f["cycle"]) for f in fed]
+    # the state is after cycle b's step: the cycle that adopts it is b + 1
+    assert all(e["cycle"] == e["b"] + 1 for e in adopted_events)
     refusals = [r for r in drainer.drain("log") if r["message"].startswith("replicated checkpoint")]
     assert [r["fields"] for r in refusals] == [{"why": 1}]
 

@@ -109,6 +109,7 @@ def test_cycles_are_sampled_at_the_ratio_and_spans_nest(spawn, shm_name, build_t
     seg.close()
     assert dropped == 0
     roots = [s for s in spans if s["name"] == "rt.cycle"]
+    assert all(r["parent_span_id"] is None for r in roots), "a root has no parent (not zeros)"
     # binomial(3000, 0.5): 6 standard deviations is +-164
     assert abs(len(roots) - cycles / 2) < 164, len(roots)
     by_id = {s["span_id"]: s for s in spans}
@@ -146,9 +147,13 @@ def test_a_late_cycle_is_always_recorded(spawn, shm_name, build_task):
     assert finish(proc)[0] == 0
     seg.close()
     roots = [s for s in spans if s["name"] == "rt.cycle"]
-    assert sorted(s["cycle"] for s in roots) == list(late_cycles), "exactly the late ones"
+    # at ratio 0 only late cycles are recorded: the burnt ones, and any the
+    # machine made late by itself (a VM can stall for milliseconds)
+    assert set(late_cycles) <= {s["cycle"] for s in roots}
     for r in roots:
         assert r["status"] == "error" and r["attributes"]["late"] == 1
         assert r["attributes"]["skipped_periods"] >= 1 and r["flags"] & 1
         burn = [s for s in spans if s["name"] == "burn.step" and s["trace_id"] == r["trace_id"]]
-        assert burn and burn[0]["end_ns"] - burn[0]["start_ns"] >= 3_000_000
+        assert burn, "the late cycle's own spans came with it"
+        if r["cycle"] in late_cycles:
+            assert burn[0]["end_ns"] - burn[0]["start_ns"] >= 3_000_000
