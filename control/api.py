@@ -55,6 +55,29 @@ class AgentAPI(Protocol):
         """Actuation intervals (the newest `limit`, 0: all) and the RT's counters."""
         ...
 
+    def get_trace(self, trace_id: str) -> dict[str, Any]:
+        """{"trace_id", "spans": [span dicts]}; NotFound if the store has none."""
+        ...
+
+    def list_traces(
+        self,
+        slow_ms: float = 0.0,
+        since_ns: int = 0,
+        name: str = "",
+        errors: bool = False,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """{"traces": [summaries, newest first]}"""
+        ...
+
+    def list_alerts(self, all: bool = False) -> dict[str, Any]:
+        """{"alerts": [...]}: active ones, or every one kept when all."""
+        ...
+
+    def diagnose(self, since_ns: int = 0) -> dict[str, Any]:
+        """What an operator looks at first, each item with the command that shows more."""
+        ...
+
     def get_log_level(self) -> dict[str, str]:
         """{'rt': level, 'agent': level}"""
         ...

@@ -35,6 +35,9 @@ from control.rt.lease import LeaseKeeper
 from control.rt.link import SegmentLink
 from control.rt.supervisor import Supervisor
 from control.state.checkpoint import CheckpointSaver, CheckpointStore
+from control.tracing.alerts import Alerts
+from control.tracing.diagnose import diagnose
+from control.tracing.store import TraceStore
 from rtcore import _core, layout, reftask
 from rtcore.records import Batch, Decoder, journal_dicts
 from rtcore.segment import pid_alive
@@ -114,6 +117,9 @@ class Agent:
         self.drainer = Drainer(self._mapped_segment, lambda: self.link.generation, DRAIN_INTERVAL_S)
         self.drainer.subscribe(Subscriber("events", {"event"}, self._on_rt_events))
         self.drainer.subscribe(Subscriber("logs", {"log"}, self._on_rt_logs))
+        self.traces = TraceStore(os.path.join(cfg.data_dir, "traces"))
+        self.alerts = Alerts(self._on_alert)
+        self.drainer.subscribe(Subscriber("spans", {"span"}, self._on_rt_spans))
         self._journal_sub = self.drainer.subscribe(
             Subscriber("journal", {"journal"}, self._on_rt_journal, lossless=True)
         )
@@ -134,6 +140,7 @@ class Agent:
         life = Lifecycle()
         life.add(Component("lock", stop=self._lock_file.close))
         life.add(Component("jobs database", stop=self.jobs.close))
+        life.add(Component("trace store", stop=self.traces.close))
         life.add(Component("final checkpoint", stop=self._save_final_checkpoint))
         life.add(Component("ports", start=self._serve, stop=self._stop_serving))
         life.add(
@@ -272,6 +279,20 @@ class Agent:
                 rec["cycle"],
                 repeats,
             )
+
+    def _on_rt_spans(self, batch: Batch, decoder: Decoder) -> None:
+        spans = decoder.spans(batch)
+        pid = self.supervisor.pid
+        for sp in spans:
+            sp["node"] = self.cfg.node_id
+            sp["process"] = "rt"
+            sp["pid"] = pid
+        self.traces.add(spans)
+        self.alerts.observe_spans(spans)
+
+    def _on_alert(self, kind: str, level: str, message: str, fields: dict[str, Any]) -> None:
+        logger.log(LOGURU_LEVELS.get(level, level), message)
+        self.bus.publish(kind, level, message, **fields)
 
     def _on_rt_journal(self, batch: Batch, decoder: Decoder) -> None:
         self.journal.append(journal_dicts(batch.recs))
@@ -506,6 +527,26 @@ class Agent:
             "disk": self.checkpoints.info(),
             "saver": {"saves": self.saver.saves, "last_error": self.saver.last_error},
         }
+
+    def get_trace(self, trace_id: str) -> dict[str, Any]:
+        return {"trace_id": trace_id, "spans": self.traces.get(trace_id)}
+
+    def list_traces(
+        self,
+        slow_ms: float = 0.0,
+        since_ns: int = 0,
+        name: str = "",
+        errors: bool = False,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        return {"traces": self.traces.list(slow_ms, since_ns, name, errors, limit)}
+
+    def list_alerts(self, all: bool = False) -> dict[str, Any]:
+        return {"alerts": self.alerts.list(all)}
+
+    def diagnose(self, since_ns: int = 0) -> dict[str, Any]:
+        since = since_ns or time.time_ns() - 15 * 60 * 10**9
+        return diagnose(self.status(), self.alerts.list(all=True), since)
 
     def get_log_level(self) -> dict[str, str]:
         return dict(self._levels)

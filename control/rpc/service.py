@@ -29,6 +29,7 @@ import contextlib
 import functools
 import hmac
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
@@ -153,6 +154,31 @@ def check_limit(request: pb.ListJobsRequest) -> int:
     if not 1 <= request.limit <= MAX_LIMIT:
         raise InvalidArgument("limit", f"{request.limit} is out of range 1..{MAX_LIMIT}")
     return request.limit
+
+
+def check_trace_id(value: str) -> str:
+    text = value.strip().lower()
+    if len(text) != 32 or any(c not in "0123456789abcdef" for c in text) or set(text) == {"0"}:
+        raise InvalidArgument("trace_id", f"{value!r} is not a trace id: use 32 hex digits")
+    return text
+
+
+def check_traces_query(request: pb.ListTracesRequest) -> dict[str, Any]:
+    if not math.isfinite(request.slow_ms) or request.slow_ms < 0:
+        raise InvalidArgument("slow_ms", f"{request.slow_ms} must be 0 or a positive number")
+    if request.since_ns < 0:
+        raise InvalidArgument("since_ns", "must be 0 (any) or a time in unix nanoseconds")
+    if request.limit > MAX_LIMIT:
+        raise InvalidArgument("limit", f"{request.limit} is out of range 0..{MAX_LIMIT}")
+    if len(request.name) > 200:
+        raise InvalidArgument("name", "is longer than 200 characters")
+    return {
+        "slow_ms": request.slow_ms,
+        "since_ns": request.since_ns,
+        "name": request.name,
+        "errors": request.errors,
+        "limit": request.limit or 50,
+    }
 
 
 def check_level(value: str) -> str:
@@ -370,6 +396,24 @@ class ControlServicer(pb_grpc.ControlServicer):
     @_rpc
     def GetJournal(self, request: pb.GetJournalRequest, context: Any) -> pb.Journal:
         return document(pb.Journal, self._api.journal_info(request.limit))
+
+    @_rpc
+    def GetTrace(self, request: pb.GetTraceRequest, context: Any) -> pb.Trace:
+        return document(pb.Trace, self._api.get_trace(check_trace_id(request.trace_id)))
+
+    @_rpc
+    def ListTraces(self, request: pb.ListTracesRequest, context: Any) -> pb.TraceList:
+        return document(pb.TraceList, self._api.list_traces(**check_traces_query(request)))
+
+    @_rpc
+    def ListAlerts(self, request: pb.ListAlertsRequest, context: Any) -> pb.AlertList:
+        return document(pb.AlertList, self._api.list_alerts(all=request.all))
+
+    @_rpc
+    def Diagnose(self, request: pb.DiagnoseRequest, context: Any) -> pb.Diagnosis:
+        if request.since_ns < 0:
+            raise InvalidArgument("since_ns", "must be 0 (15 minutes) or a unix time in ns")
+        return document(pb.Diagnosis, self._api.diagnose(request.since_ns))
 
     @_rpc
     def GetLogLevel(self, request: pb.GetLogLevelRequest, context: Any) -> pb.LogLevels:

@@ -212,6 +212,24 @@ class FakeAgent:
             "disk": {"newest_seq": 6, "files": ["ckpt-000006.bin", "ckpt-000005.bin"]},
         }
 
+    def get_trace(self, trace_id: str) -> dict[str, Any]:
+        self._enter("get_trace")
+        if trace_id != "ab" * 16:
+            raise NotFound(f"no trace {trace_id}")
+        return {"trace_id": trace_id, "spans": [{"name": "rt.cycle", "span_id": "cd" * 8}]}
+
+    def list_traces(self, slow_ms=0.0, since_ns=0, name="", errors=False, limit=50):
+        self._enter("list_traces")
+        return {"traces": [], "query": [slow_ms, since_ns, name, errors, limit]}
+
+    def list_alerts(self, all: bool = False) -> dict[str, Any]:
+        self._enter("list_alerts")
+        return {"alerts": [], "all": all}
+
+    def diagnose(self, since_ns: int = 0) -> dict[str, Any]:
+        self._enter("diagnose")
+        return {"since_ns": since_ns, "items": []}
+
     def journal_info(self, limit: int = 0) -> dict[str, Any]:
         self._enter("journal_info")
         intervals = [{"epoch": 1, "start_cycle": 1, "end_cycle": 10, "cycles": 10}]

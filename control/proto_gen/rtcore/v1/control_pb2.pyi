@@ -152,6 +152,62 @@ class GetCheckpointInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetTraceRequest(_message.Message):
+    __slots__ = ("trace_id",)
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    def __init__(self, trace_id: _Optional[str] = ...) -> None: ...
+
+class Trace(_message.Message):
+    __slots__ = ("details_json",)
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    details_json: str
+    def __init__(self, details_json: _Optional[str] = ...) -> None: ...
+
+class ListTracesRequest(_message.Message):
+    __slots__ = ("slow_ms", "since_ns", "name", "errors", "limit")
+    SLOW_MS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_NS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    slow_ms: float
+    since_ns: int
+    name: str
+    errors: bool
+    limit: int
+    def __init__(self, slow_ms: _Optional[float] = ..., since_ns: _Optional[int] = ..., name: _Optional[str] = ..., errors: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class TraceList(_message.Message):
+    __slots__ = ("details_json",)
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    details_json: str
+    def __init__(self, details_json: _Optional[str] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ("all",)
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    def __init__(self, all: _Optional[bool] = ...) -> None: ...
+
+class AlertList(_message.Message):
+    __slots__ = ("details_json",)
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    details_json: str
+    def __init__(self, details_json: _Optional[str] = ...) -> None: ...
+
+class DiagnoseRequest(_message.Message):
+    __slots__ = ("since_ns",)
+    SINCE_NS_FIELD_NUMBER: _ClassVar[int]
+    since_ns: int
+    def __init__(self, since_ns: _Optional[int] = ...) -> None: ...
+
+class Diagnosis(_message.Message):
+    __slots__ = ("details_json",)
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    details_json: str
+    def __init__(self, details_json: _Optional[str] = ...) -> None: ...
+
 class GetJournalRequest(_message.Message):
     __slots__ = ("limit",)
     LIMIT_FIELD_NUMBER: _ClassVar[int]

@@ -109,6 +109,26 @@ class ControlStub:
                 request_serializer=rtcore_dot_v1_dot_control__pb2.GetJournalRequest.SerializeToString,
                 response_deserializer=rtcore_dot_v1_dot_control__pb2.Journal.FromString,
                 _registered_method=True)
+        self.GetTrace = channel.unary_unary(
+                '/rtcore.v1.Control/GetTrace',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.GetTraceRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.Trace.FromString,
+                _registered_method=True)
+        self.ListTraces = channel.unary_unary(
+                '/rtcore.v1.Control/ListTraces',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.ListTracesRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.TraceList.FromString,
+                _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/rtcore.v1.Control/ListAlerts',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.AlertList.FromString,
+                _registered_method=True)
+        self.Diagnose = channel.unary_unary(
+                '/rtcore.v1.Control/Diagnose',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.DiagnoseRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.Diagnosis.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/rtcore.v1.Control/Watch',
                 request_serializer=rtcore_dot_v1_dot_control__pb2.WatchRequest.SerializeToString,
@@ -222,6 +242,34 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTrace(self, request, context):
+        """One trace from the embedded trace store: every span, RT and agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTraces(self, request, context):
+        """Recent traces (newest first), optionally only slow ones, errors or a span name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """Bottleneck and other alerts: active ones, or also those cleared.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Diagnose(self, request, context):
+        """One screen for an operator: misses, slow spans, restarts, alerts, warnings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Events and alerts as they happen. The agent sends the response headers
         as soon as the subscription exists, so a client that has received them
@@ -309,6 +357,26 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetJournal,
                     request_deserializer=rtcore_dot_v1_dot_control__pb2.GetJournalRequest.FromString,
                     response_serializer=rtcore_dot_v1_dot_control__pb2.Journal.SerializeToString,
+            ),
+            'GetTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrace,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.GetTraceRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.Trace.SerializeToString,
+            ),
+            'ListTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTraces,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.ListTracesRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.TraceList.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.ListAlertsRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.AlertList.SerializeToString,
+            ),
+            'Diagnose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Diagnose,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.DiagnoseRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.Diagnosis.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -721,6 +789,114 @@ class Control:
             '/rtcore.v1.Control/GetJournal',
             rtcore_dot_v1_dot_control__pb2.GetJournalRequest.SerializeToString,
             rtcore_dot_v1_dot_control__pb2.Journal.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/GetTrace',
+            rtcore_dot_v1_dot_control__pb2.GetTraceRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.Trace.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/ListTraces',
+            rtcore_dot_v1_dot_control__pb2.ListTracesRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.TraceList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/ListAlerts',
+            rtcore_dot_v1_dot_control__pb2.ListAlertsRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.AlertList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Diagnose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/Diagnose',
+            rtcore_dot_v1_dot_control__pb2.DiagnoseRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.Diagnosis.FromString,
             options,
             channel_credentials,
             insecure,
