@@ -334,8 +334,8 @@ def _cycle_cost(cpu: int, priority: int) -> dict:
         "--trace-ratio 1 --actuate-without-lease in both; loud = the task's "
         f"{LOGS_PER_CYCLE} log records + {SPANS_PER_CYCLE} spans a cycle, quiet = none; rings "
         "drained concurrently; exec time from the loop's histogram (16 buckets per power of "
-        "two); the loop stops its exec clock before it flushes the cycle's spans into the "
-        "ring, so those span pushes are not in added_exec_ns",
+        "two); the loop's exec time includes pushing the cycle's spans into the "
+        "ring, so added_exec_ns covers them",
         "quiet_exec_ns": quiet,
         "loud_exec_ns": loud,
         "added_exec_ns": round(loud["p50"] - quiet["p50"], 1),

@@ -51,6 +51,7 @@ class AgentConfig:
     restart_stable_ms: int = 5000  # a run this long resets the crash streak
     checkpoint_keep: int = 5
     checkpoint_interval_ms: int = 200
+    trace_ratio: float = 0.01  # share of cycles and requests traced (late cycles always)
     lease_timeout_ms: int = 500  # the RT stops actuating when the agent's lease is older
     log_level: str = "INFO"
     es_url: str = ""

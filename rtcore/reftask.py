@@ -18,6 +18,7 @@ CMD_SET_GAINS = layout.CMD_TASK + 3
 EV_TRAJ_STARTED = layout.EV_TASK + 0
 EV_WAYPOINT_REACHED = layout.EV_TASK + 1
 EV_TRAJ_DONE = layout.EV_TASK + 2
+EV_TRACKING_ERROR = layout.EV_TASK + 3
 
 TRAJ_STATES = {0: "idle", 1: "loading", 2: "running", 3: "done"}
 

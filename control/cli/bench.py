@@ -104,6 +104,22 @@ def add(commands: Any) -> None:
     _bench_flags(log, "CPU to push from (default: the highest-numbered online CPU)")
     log.set_defaults(handler=_logging)
 
+    trc = kinds.add_parser(
+        "tracing",
+        help="what tracing costs the loop, against the OpenTelemetry SDK",
+        description="Run the reference task with tracing off and at 100 %% sampling, "
+        "alternating, and compare its mean execution time; time the RT's span push against "
+        "the OpenTelemetry Python SDK creating and ending spans, in the same run.",
+    )
+    trc.add_argument(
+        "--rounds", type=int_in(1, 20), default=3, help="runs of each kind (default 3)"
+    )
+    trc.add_argument(
+        "--cycles", type=int_in(500, 1_000_000), default=5000, help="cycles a run (5000)"
+    )
+    _bench_flags(trc, "CPU to run the loop on (default: the highest-numbered online CPU)")
+    trc.set_defaults(handler=_tracing)
+
     rst = kinds.add_parser(
         "restart",
         help="restart gap: RT process killed -> first cycle of its replacement",
@@ -190,6 +206,13 @@ def _isolation(args: argparse.Namespace) -> Report:
 
     opts = isolation.IsolationOptions(cycles=args.cycles, period_us=args.period_us, cpu=args.cpu)
     return _measure(isolation.run, opts, isolation.format_text)
+
+
+def _tracing(args: argparse.Namespace) -> Report:
+    from bench import tracing
+
+    opts = tracing.TracingOptions(cpu=args.cpu, rounds=args.rounds, cycles=args.cycles)
+    return _measure(tracing.run, opts, tracing.format_text)
 
 
 def _logging(args: argparse.Namespace) -> Report:

@@ -1,9 +1,9 @@
 """`rtctl`: the operator's command line.
 
 This module builds the parser and dispatches; each command group is a module
-of this package (status, rt, job, checkpoint, logs, trace, watch, bench,
-agent) and each command's work lives with its subject (benchmarks in bench/,
-the agent in control/node/, RPCs in control/rpc/client.py). A command handler
+of this package (status, rt, job, checkpoint, logs, trace, watch, alerts,
+diagnose, bench, agent) and each command's work lives with its subject
+(benchmarks in bench/, the agent in control/node/, RPCs in control/rpc/client.py). A command handler
 returns a report dict and a function that renders it as text; `--json` prints
 the dict instead (a handler that streams, like `watch`, prints as it goes and
 returns None).
@@ -26,12 +26,24 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
-from control.cli import agent, bench, checkpoint, job, logs, rt, status, trace, watch
+from control.cli import (
+    agent,
+    alerts,
+    bench,
+    checkpoint,
+    diagnose,
+    job,
+    logs,
+    rt,
+    status,
+    trace,
+    watch,
+)
 from control.cli.common import DEFAULT_TARGET, Formatter, Handler, UsageError, fail
 from control.errors import ControlError
 
 # in the order `rtctl --help` lists them
-GROUPS = (agent, status, rt, job, checkpoint, logs, trace, watch, bench)
+GROUPS = (agent, status, rt, job, checkpoint, logs, trace, watch, alerts, diagnose, bench)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +76,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     commands = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in GROUPS:
-        if argv is None or chosen == group.NAME:
+        if argv is None or chosen in (group.NAME, *getattr(group, "ALIASES", ())):
             group.add(commands)
         else:
             commands.add_parser(group.NAME, help=group.HELP)

@@ -11,10 +11,12 @@ import fcntl
 import hashlib
 import itertools
 import os
+import random
 import threading
 import time
 from typing import Any
 
+import numpy as np
 from loguru import logger
 
 from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
@@ -35,10 +37,11 @@ from control.rt.lease import LeaseKeeper
 from control.rt.link import SegmentLink
 from control.rt.supervisor import Supervisor
 from control.state.checkpoint import CheckpointSaver, CheckpointStore
+from control.tracing import context as tracectx
 from control.tracing.alerts import Alerts
 from control.tracing.diagnose import diagnose
 from control.tracing.store import TraceStore
-from rtcore import _core, layout, reftask
+from rtcore import _core, layout, records, reftask
 from rtcore.records import Batch, Decoder, journal_dicts
 from rtcore.segment import pid_alive
 
@@ -54,6 +57,7 @@ TASK_EVENTS = {
     reftask.EV_TRAJ_STARTED: "trajectory_started",
     reftask.EV_WAYPOINT_REACHED: "waypoint_reached",
     reftask.EV_TRAJ_DONE: "trajectory_done",
+    reftask.EV_TRACKING_ERROR: "tracking_error",
 }
 LOGURU_LEVELS = logsetup.LOGURU_LEVELS
 ACT_FIELDS = (
@@ -96,7 +100,7 @@ class Agent:
         self.commands = CommandWriter(self.link, lambda: self.epoch)
         self.runner = JobRunner(
             self.jobs,
-            self.commands.send,
+            self._send_job_commands,
             self._next_seq,
             lambda: checkpoint_position(self.link.get()),
         )
@@ -118,13 +122,15 @@ class Agent:
         self.drainer.subscribe(Subscriber("events", {"event"}, self._on_rt_events))
         self.drainer.subscribe(Subscriber("logs", {"log"}, self._on_rt_logs))
         self.traces = TraceStore(os.path.join(cfg.data_dir, "traces"))
+        # the trace a job's commands continue: the span that accepted the job
+        self._job_traces: dict[int, tracectx.TraceContext] = {}
+        self._trace_ratio = cfg.trace_ratio
         self.alerts = Alerts(self._on_alert)
         self.drainer.subscribe(Subscriber("spans", {"span"}, self._on_rt_spans))
         self._journal_sub = self.drainer.subscribe(
             Subscriber("journal", {"journal"}, self._on_rt_journal, lossless=True)
         )
         self._levels = {"rt": cfg.log_level, "agent": cfg.log_level}
-        self._trace_ratio = 1.0
         self._adopt_recheck: tuple[int, int] | None = None
         self._stop_rt = True
         self._grpc: Any = None
@@ -268,6 +274,8 @@ class Agent:
             }
             self.bus.publish(f"rt.{kind}", level, f"RT {kind.replace('_', ' ')}", **fields)
             self.runner.on_event(ev)
+            if ev["kind_id"] == reftask.EV_TRACKING_ERROR:
+                self._on_tracking_error(ev)
 
     def _on_rt_logs(self, batch: Batch, decoder: Decoder) -> None:
         for rec in decoder.logs(batch):
@@ -289,6 +297,97 @@ class Agent:
             sp["pid"] = pid
         self.traces.add(spans)
         self.alerts.observe_spans(spans)
+
+    def _record_spans(self, spans: list[dict[str, Any]]) -> None:
+        """The agent's own spans, kept and watched like the RT's."""
+        sampled = [s for s in spans if s["flags"] & tracectx.SAMPLED]
+        if sampled:
+            self.traces.add(sampled)
+            self.alerts.observe_spans(sampled)
+
+    def _send_job_commands(self, records: list[bytes]) -> bool:
+        """A job's commands continue the trace of the request that submitted
+        it: a `bus.command` span, parent of the RT's `rt.command` spans."""
+        job_id = job_of(records[0]) if records else 0
+        parent = self._job_traces.get(job_id)
+        if parent is None:
+            return self.commands.send(records)
+        start = time.time_ns()
+        span = parent.child()
+        ok = self.commands.send([stamp_trace(r, span) for r in records])
+        self._record_spans(
+            [
+                tracectx.agent_span(
+                    "bus.command",
+                    span,
+                    parent.span_id,
+                    start,
+                    kind="producer",
+                    status="ok" if ok else "error",
+                    status_message=None if ok else "command ring full or no RT",
+                    attributes={"job.id": job_id, "commands": len(records)},
+                    node=self.cfg.node_id,
+                    pid=os.getpid(),
+                )
+            ]
+        )
+        return ok
+
+    def _on_tracking_error(self, ev: dict[str, Any]) -> None:
+        """The built-in round trip RT -> agent -> RT: a tracking error the RT
+        reports is delivered, handled and acknowledged to the RT with a
+        command, all in the trace of the cycle that saw it."""
+        if not ev["trace_id"] or not ev["sampled"]:
+            return
+        received = time.time_ns()
+        base = tracectx.TraceContext(ev["trace_id"], ev["span_id"] or "", tracectx.SAMPLED)
+        deliver, handle, command = base.child(), base.child(), base.child()
+        seq = self._next_seq()
+        # the default reaction acknowledges the error to the loop (NOP); a
+        # policy (gain scaling, replanning) plugs in here
+        rec = stamp_trace(records.command(layout.CMD_NOP, seq=seq), command)
+        sent = time.time_ns()
+        ok = self.commands.send([rec])
+        done = time.time_ns()
+        node, pid = self.cfg.node_id, os.getpid()
+        attrs = {"rtcore.joint": ev["a"], "rtcore.error_urad": ev["b"]}
+        self._record_spans(
+            [
+                tracectx.agent_span(
+                    "bus.deliver",
+                    deliver,
+                    ev["span_id"],
+                    ev["time_ns"],
+                    received,
+                    kind="consumer",
+                    attributes=attrs,
+                    node=node,
+                    pid=pid,
+                ),
+                tracectx.agent_span(
+                    "agent.handle",
+                    handle,
+                    deliver.span_id,
+                    received,
+                    done,
+                    attributes=attrs,
+                    node=node,
+                    pid=pid,
+                ),
+                tracectx.agent_span(
+                    "bus.command",
+                    command,
+                    handle.span_id,
+                    sent,
+                    done,
+                    kind="producer",
+                    status="ok" if ok else "error",
+                    attributes={"command.seq": seq},
+                    node=node,
+                    pid=pid,
+                ),
+            ]
+        )
 
     def _on_alert(self, kind: str, level: str, message: str, fields: dict[str, Any]) -> None:
         logger.log(LOGURU_LEVELS.get(level, level), message)
@@ -326,6 +425,8 @@ class Agent:
             str(self.cfg.lease_timeout_ms),
             "--node-id",
             str(self.origin),
+            "--trace-ratio",
+            repr(self._trace_ratio),
         ]
 
     def _settle_dead_rt_journal(self) -> None:
@@ -503,10 +604,37 @@ class Agent:
         return self.status()
 
     def submit_job(self, name: str, waypoints: list[Waypoint]) -> dict[str, Any]:
+        from control.rpc.service import current_traceparent
+
+        start = time.time_ns()
         name = validate_name(name)
         waypoints = validate_waypoints(waypoints, joints=self.cfg.joints)
         job = self.jobs.submit(name, waypoints)
-        self.bus.publish("job_queued", "INFO", f"job {job['id']} ({name}) queued", job_id=job["id"])
+        incoming = tracectx.from_traceparent(current_traceparent())
+        ctx = (incoming or tracectx.new_trace(random.random() < self._trace_ratio)).child()
+        if ctx.sampled:
+            self._job_traces[job["id"]] = ctx
+            self._record_spans(
+                [
+                    tracectx.agent_span(
+                        "agent.submit_job",
+                        ctx,
+                        incoming.span_id if incoming else None,
+                        start,
+                        kind="server",
+                        attributes={"job.id": job["id"], "job.waypoints": len(waypoints)},
+                        node=self.cfg.node_id,
+                        pid=os.getpid(),
+                    )
+                ]
+            )
+        self.bus.publish(
+            "job_queued",
+            "INFO",
+            f"job {job['id']} ({name}) queued",
+            job_id=job["id"],
+            trace_id=ctx.trace_id,
+        )
         return job
 
     def get_job(self, job_id: int) -> dict[str, Any]:
@@ -546,7 +674,8 @@ class Agent:
 
     def diagnose(self, since_ns: int = 0) -> dict[str, Any]:
         since = since_ns or time.time_ns() - 15 * 60 * 10**9
-        return diagnose(self.status(), self.alerts.list(all=True), since)
+        slow = self.traces.list(slow_ms=10.0, since_ns=since, limit=200)
+        return diagnose(self.status(), self.alerts.list(all=True), since, slow)
 
     def get_log_level(self) -> dict[str, str]:
         return dict(self._levels)
@@ -588,6 +717,10 @@ class Agent:
             ppm = layout.SAMPLE_PPM_ALL // rt_every_cycles if rt_every_cycles else 0
             _core.write_control(seg.buf, sample_ppm=ppm)
         if ratio is not None:
+            # one ratio for the node: the RT samples its cycles at it too
+            seg = self.link.get()
+            if seg is not None and rt_every_cycles is None:
+                _core.write_control(seg.buf, sample_ppm=round(ratio * layout.SAMPLE_PPM_ALL))
             self._trace_ratio = ratio
         return self.get_trace_sampling()
 
@@ -618,6 +751,19 @@ class Agent:
             "intervals": self.journal.intervals(limit),
             "rt": current,
         }
+
+
+def job_of(record: bytes) -> int:
+    return int(np.frombuffer(record, dtype=layout.CMD_REC)[0]["job_id"])
+
+
+def stamp_trace(record: bytes, ctx: tracectx.TraceContext) -> bytes:
+    """A command record carrying ctx: the RT's span for it will be ctx's child."""
+    rec = np.frombuffer(bytearray(record), dtype=layout.CMD_REC)
+    rec["trace_id"] = np.frombuffer(bytes.fromhex(ctx.trace_id), dtype="u1")
+    rec["span_id"] = np.frombuffer(bytes.fromhex(ctx.span_id), dtype="u1")
+    rec["trace_flags"] = ctx.flags
+    return rec.tobytes()
 
 
 def node_origin(node_id: str) -> int:

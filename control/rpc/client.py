@@ -153,6 +153,31 @@ class Client:
         )
         return self._document(self._call(self._stub.SetTraceSampling, request))
 
+    def get_trace(self, trace_id: str) -> dict[str, Any]:
+        """{"trace_id", "spans": [...]}: every span of the trace the agent stored,
+        by start time. The agent refuses an id that is not 32 hex digits."""
+        request = _build("trace_id", lambda: pb.GetTraceRequest(trace_id=trace_id))
+        return self._document(self._call(self._stub.GetTrace, request))
+
+    def list_traces(
+        self,
+        slow_ms: float = 0.0,
+        since_ns: int = 0,
+        name: str = "",
+        errors: bool = False,
+        limit: int = 0,
+    ) -> dict[str, Any]:
+        """{"traces": [...]}: summaries, newest first, of the traces that lasted
+        at least slow_ms, started at or after since_ns (unix ns), have a span
+        called `name`, have an error span; at most `limit` (0: the agent's default)."""
+        request = _build(
+            "list_traces",
+            lambda: pb.ListTracesRequest(
+                slow_ms=slow_ms, since_ns=since_ns, name=name, errors=errors, limit=limit
+            ),
+        )
+        return self._document(self._call(self._stub.ListTraces, request))
+
     def set_affinity(self, cpus: str, isolate: bool | None = None) -> dict[str, Any]:
         """cpus in the kernel's list format; isolate None keeps the isolation as it is."""
         request = _build("cpus", lambda: pb.SetAffinityRequest(cpus=cpus, isolate=isolate))
@@ -164,6 +189,16 @@ class Client:
 
     def placement(self) -> dict[str, Any]:
         return self._document(self._call(self._stub.GetPlacement, pb.GetPlacementRequest()))
+
+    def list_alerts(self, all: bool = False) -> dict[str, Any]:
+        """{"alerts": [...]}: the active ones, newest first; with `all` also those cleared."""
+        return self._document(self._call(self._stub.ListAlerts, pb.ListAlertsRequest(all=all)))
+
+    def diagnose(self, since_ns: int = 0) -> dict[str, Any]:
+        """The operator's screen: summary and items, looking back to since_ns
+        (unix ns; 0: the agent's default, 15 minutes)."""
+        request = _build("since_ns", lambda: pb.DiagnoseRequest(since_ns=since_ns))
+        return self._document(self._call(self._stub.Diagnose, request))
 
     def watch(self, kinds: Sequence[str] | None = None) -> EventStream:
         """Events from now on, only those of `kinds` if given. Returns once the

@@ -314,6 +314,8 @@ static void track(rtc_reftask_state *s, const rtc_cycle_info *info, const rtc_ta
     if (info->actuate && fabs(worst) > s->errlim && info->cycle >= s->next_warn_cycle) {
         const rtc_arg args[2] = {rtc_float(worst), rtc_int(worst_j)};
         api->log(api->rt, RTC_LEVEL_WARN, RTC_REFTASK_LOG_TRACKING_ERROR, 2, args, 1u << 0);
+        /* for the control plane to react to (it carries this cycle's trace) */
+        api->event(api->rt, RTC_REFTASK_EV_TRACKING_ERROR, worst_j, (int64_t)(worst * 1e6));
         s->next_warn_cycle = info->cycle + WARN_EVERY_CYCLES;
     }
 }

@@ -54,6 +54,7 @@ enum rtc_reftask_event {
     RTC_REFTASK_EV_TRAJ_STARTED = RTC_EV_TASK + 0,     /* 100: a = job_id, b = n_waypoints */
     RTC_REFTASK_EV_WAYPOINT_REACHED = RTC_EV_TASK + 1, /* 101: a = job_id, b = waypoint index */
     RTC_REFTASK_EV_TRAJ_DONE = RTC_EV_TASK + 2,        /* 102: a = job_id, b = job_steps */
+    RTC_REFTASK_EV_TRACKING_ERROR = RTC_EV_TASK + 3,   /* 103: a = joint, b = error in microradians */
 };
 
 enum rtc_reftask_traj_state {

@@ -1,0 +1,102 @@
+"""Traces through a real agent and its RT: a caller's traceparent becomes the
+parent of the job it submits and of the RT's work on its commands; the RT's
+tracking-error event makes a round trip RT -> agent -> RT in one trace."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from control.proto_gen.rtcore.v1 import control_pb2 as pb
+from control.rpc.client import Client
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+
+
+def trace(client: Client, trace_id: str) -> list[dict]:
+    try:
+        doc = client._document(
+            client._call(client._stub.GetTrace, pb.GetTraceRequest(trace_id=trace_id))
+        )
+    except Exception:  # noqa: BLE001 - not there yet
+        return []
+    return doc["spans"]
+
+
+def job_file(tmp_path, t: float = 0.3) -> str:
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"name": "traced", "waypoints": [{"t": t, "q": [0.4] * 6}]}))
+    return str(path)
+
+
+def test_a_callers_trace_reaches_the_rt_through_the_job(agent_factory, tmp_path):
+    agent = agent_factory().start()
+    agent.call("trace", "sampling", "1")
+    env = dict(os.environ, TRACEPARENT=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+    from tests.control.agentproc import rtctl
+
+    done = rtctl("job", "submit", job_file(tmp_path), "--target", agent.target, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    client = Client(agent.target)
+    spans = wait_for(
+        lambda: (
+            (s := trace(client, CALLER_TRACE))
+            and sum(x["name"] == "rt.command" for x in s) >= 3
+            and s
+        ),
+        timeout=15,
+        what="the RT's command spans in the caller's trace",
+    )
+    by_id = {s["span_id"]: s for s in spans}
+    submit = [s for s in spans if s["name"] == "agent.submit_job"]
+    assert len(submit) == 1 and submit[0]["parent_span_id"] == CALLER_SPAN
+    assert submit[0]["kind"] == "server" and submit[0]["process"] == "agent"
+    command = [s for s in spans if s["name"] == "bus.command"]
+    assert command and all(
+        by_id[c["parent_span_id"]]["name"] == "agent.submit_job" for c in command
+    )
+    rt = [s for s in spans if s["name"] == "rt.command"]
+    assert all(
+        s["process"] == "rt" and by_id[s["parent_span_id"]]["name"] == "bus.command" for s in rt
+    )
+    assert all(s["trace_id"] == CALLER_TRACE for s in spans)
+    client.close()
+
+
+def test_a_tracking_error_makes_a_round_trip_in_one_trace(agent_factory, tmp_path):
+    """The reference task reports a tracking error while it moves (errlim
+    tiny: at most once every thousand cycles); the agent delivers, handles and
+    answers it with a command the RT applies, all under the cycle's trace."""
+    agent = agent_factory("--task-params", "errlim=0.000001").start()
+    agent.call("trace", "sampling", "1")
+    agent.call("job", "submit", job_file(tmp_path, t=10.0))
+    client = Client(agent.target)
+
+    def round_trip():
+        doc = client._document(
+            client._call(client._stub.ListTraces, pb.ListTracesRequest(name="bus.deliver", limit=5))
+        )
+        for t in doc["traces"]:
+            spans = trace(client, t["trace_id"])
+            names = {s["name"] for s in spans}
+            if {"rt.cycle", "bus.deliver", "agent.handle", "bus.command", "rt.command"} <= names:
+                return spans
+        return None
+
+    spans = wait_for(round_trip, timeout=20, what="a round trip trace")
+    by_id = {s["span_id"]: s for s in spans}
+    chain = {s["name"]: s for s in spans}
+    assert by_id[chain["bus.deliver"]["parent_span_id"]]["name"] == "rt.cycle"
+    assert chain["agent.handle"]["parent_span_id"] == chain["bus.deliver"]["span_id"]
+    assert chain["bus.command"]["parent_span_id"] == chain["agent.handle"]["span_id"]
+    assert chain["rt.command"]["parent_span_id"] == chain["bus.command"]["span_id"]
+    assert chain["rt.command"]["process"] == "rt" and chain["bus.deliver"]["process"] == "agent"
+    assert chain["bus.deliver"]["start_time_ns"] <= chain["agent.handle"]["start_time_ns"]
+    assert chain["agent.handle"]["end_time_ns"] <= chain["rt.command"]["end_time_ns"]
+    client.close()
