@@ -117,6 +117,12 @@ def add(commands: Any) -> None:
     trc.add_argument(
         "--cycles", type=int_in(500, 1_000_000), default=5000, help="cycles a run (5000)"
     )
+    trc.add_argument(
+        "--store-spans",
+        type=int_in(1000, 10_000_000),
+        default=1_000_000,
+        help="spans in the trace store the look-ups run against (1000000)",
+    )
     _bench_flags(trc, "CPU to run the loop on (default: the highest-numbered online CPU)")
     trc.set_defaults(handler=_tracing)
 
@@ -211,7 +217,9 @@ def _isolation(args: argparse.Namespace) -> Report:
 def _tracing(args: argparse.Namespace) -> Report:
     from bench import tracing
 
-    opts = tracing.TracingOptions(cpu=args.cpu, rounds=args.rounds, cycles=args.cycles)
+    opts = tracing.TracingOptions(
+        cpu=args.cpu, rounds=args.rounds, cycles=args.cycles, store_spans=args.store_spans
+    )
     return _measure(tracing.run, opts, tracing.format_text)
 
 

@@ -126,6 +126,11 @@ class Agent:
         self._job_traces: dict[int, tracectx.TraceContext] = {}
         self._trace_ratio = cfg.trace_ratio
         self.alerts = Alerts(self._on_alert)
+        self.otlp: Any = None
+        if cfg.otlp_endpoint:
+            from control.tracing.otlp import OtlpExport
+
+            self.otlp = OtlpExport(cfg.otlp_endpoint, cfg.node_id)
         self.drainer.subscribe(Subscriber("spans", {"span"}, self._on_rt_spans))
         self._journal_sub = self.drainer.subscribe(
             Subscriber("journal", {"journal"}, self._on_rt_journal, lossless=True)
@@ -147,6 +152,9 @@ class Agent:
         life.add(Component("lock", stop=self._lock_file.close))
         life.add(Component("jobs database", stop=self.jobs.close))
         life.add(Component("trace store", stop=self.traces.close))
+        if self.otlp is not None:
+            # stops after the drainer (reverse order): the last spans are sent
+            life.add(Component("otlp export", stop=self.otlp.close))
         life.add(Component("final checkpoint", stop=self._save_final_checkpoint))
         life.add(Component("ports", start=self._serve, stop=self._stop_serving))
         life.add(
@@ -295,15 +303,20 @@ class Agent:
             sp["node"] = self.cfg.node_id
             sp["process"] = "rt"
             sp["pid"] = pid
+        self._keep_spans(spans)
+
+    def _keep_spans(self, spans: list[dict[str, Any]]) -> None:
+        """Store, watch and export: RT and agent spans alike."""
         self.traces.add(spans)
         self.alerts.observe_spans(spans)
+        if self.otlp is not None:
+            self.otlp.export(spans)
 
     def _record_spans(self, spans: list[dict[str, Any]]) -> None:
         """The agent's own spans, kept and watched like the RT's."""
         sampled = [s for s in spans if s["flags"] & tracectx.SAMPLED]
         if sampled:
-            self.traces.add(sampled)
-            self.alerts.observe_spans(sampled)
+            self._keep_spans(sampled)
 
     def _send_job_commands(self, records: list[bytes]) -> bool:
         """A job's commands continue the trace of the request that submitted
@@ -562,6 +575,12 @@ class Agent:
             "jobs": self.jobs.counts(),
             "placement": self._placement_summary(),
             "drainer": self.drainer.stats(),
+            "tracing": {
+                "ratio": self._trace_ratio,
+                # counts would cost a scan of the store on every status call
+                "store": {"dropped": self.traces.dropped, "error": self.traces.error},
+                "otlp": self.otlp.stats() if self.otlp is not None else None,
+            },
             "agent": {
                 "pid": os.getpid(),
                 "uptime_s": round(time.monotonic() - self.started, 1),

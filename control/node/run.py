@@ -34,10 +34,6 @@ def refuse_unavailable(cfg: AgentConfig) -> None:
             "Elasticsearch export is not available in this build "
             "yet; the agent's logs are in DATA_DIR/agent.log",
         )
-    if cfg.otlp_endpoint:
-        raise InvalidArgument(
-            "otlp_endpoint", "OTLP trace export is not available in this build yet"
-        )
 
 
 def write_systemd_unit(cfg: AgentConfig, path: str) -> int:

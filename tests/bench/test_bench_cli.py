@@ -216,3 +216,29 @@ def test_isolation_json_has_its_figures():
 def test_bad_input_is_one_line_and_nonzero(args):
     done = rtctl(*args, timeout=60)
     assert_one_line_error(done)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs (pusher and reader)")
+def test_tracing_json_has_its_figures_and_baseline():
+    before = bench_segments()
+    done = rtctl(
+        "bench",
+        "tracing",
+        "--rounds",
+        "1",
+        "--cycles",
+        "1000",
+        "--store-spans",
+        "5000",
+        "--json",
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert_numbers(r, ("overhead_pct", "added_ns_per_cycle", "sdk_over_rt_span_push"))
+    assert r["overhead"]["spans_per_cycle_on"] > 1, "spans were really recorded when on"
+    assert r["baseline"]["opentelemetry_sdk_span_ns"]["mean_ns"] > 0
+    assert_numbers(r["trace_get_ms"], ("p50", "p99"))
+    assert r["trace_store"]["spans"] >= 5000
+    assert set(r["goals"]) == {"overhead_lt_1pct", "trace_get_p99_le_50ms"}
+    assert bench_segments() <= before
