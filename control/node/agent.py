@@ -580,6 +580,8 @@ class Agent:
                 # counts would cost a scan of the store on every status call
                 "store": {"dropped": self.traces.dropped, "error": self.traces.error},
                 "otlp": self.otlp.stats() if self.otlp is not None else None,
+                "alerts_active": len(self.alerts.list()),
+                "bad_traceparents": self._bad_traceparents(),
             },
             "agent": {
                 "pid": os.getpid(),
@@ -593,6 +595,11 @@ class Agent:
                 },
             },
         }
+
+    def _bad_traceparents(self) -> int:
+        from control.rpc import service
+
+        return service.bad_traceparents()
 
     def _placement_summary(self) -> dict[str, Any]:
         p = self.placement_mgr

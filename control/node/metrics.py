@@ -15,6 +15,8 @@ Every sample carries a `node_id` label. Metric names (all `rtcore_`):
     rtcore_rt_exec_time_seconds               histogram
     rtcore_rt_ring_dropped_records_total{ring}  counter: log, span, event
     rtcore_drain_dropped_records_total{subscriber}  counter: lost by a slow subscriber
+    rtcore_trace_exported_spans_total, rtcore_trace_export_dropped_spans_total  counters
+    rtcore_alerts_active  gauge: bottleneck (and later) alerts in force
     rtcore_checkpoint_seq                     gauge
     rtcore_checkpoint_age_seconds             gauge
     rtcore_cluster_term                       gauge
@@ -215,6 +217,22 @@ class StatusCollector(Collector):
             for ring, count in sorted(rt["ring_dropped"].items()):
                 c.add_metric([node, ring], float(count))
             yield c
+        otlp = _get(s, ("tracing", "otlp"))
+        if otlp:
+            for key, name, doc in (
+                ("exported", "rtcore_trace_exported_spans", "Spans sent over OTLP"),
+                ("dropped", "rtcore_trace_export_dropped_spans", "Spans OTLP export lost"),
+            ):
+                c = CounterMetricFamily(name, doc, labels=["node_id"])
+                c.add_metric([node], float(otlp.get(key, 0)))
+                yield c
+        active = _get(s, ("tracing", "alerts_active"))
+        if active is not None:
+            g = GaugeMetricFamily(
+                "rtcore_alerts_active", "Alerts raised and not cleared", labels=["node_id"]
+            )
+            g.add_metric([node], float(active))
+            yield g
         subs = _get(s, ("drainer", "subscribers"))
         if subs:
             c = CounterMetricFamily(

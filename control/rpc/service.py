@@ -113,6 +113,27 @@ def parse_traceparent(value: str | None) -> str | None:
     return value
 
 
+_bad_traceparents = [0]
+
+
+def _count_bad_traceparent(method: str, value: str) -> None:
+    """A malformed traceparent is ignored (what the call causes starts a new
+    root trace), counted, and warned about once in a while."""
+    _bad_traceparents[0] += 1
+    n = _bad_traceparents[0]
+    if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th...: a flood of them does not flood the log
+        logger.warning(
+            "ignored a malformed traceparent {!r} on {} ({} so far); a new trace is started",
+            value[:80],
+            method,
+            n,
+        )
+
+
+def bad_traceparents() -> int:
+    return _bad_traceparents[0]
+
+
 def _metadata(pairs: Sequence[tuple[str, Any]] | None, key: str) -> list[str]:
     return [v for k, v in pairs or () if k == key and isinstance(v, str)]
 
@@ -326,7 +347,10 @@ def _serving(name: str, context: grpc.ServicerContext) -> Iterator[None]:
     """Trace context in, errors out: ControlError to its code, anything else
     to INTERNAL (logged with its traceback)."""
     given = _metadata(context.invocation_metadata(), "traceparent")
-    token = _traceparent.set(parse_traceparent(given[0] if given else None))
+    parsed = parse_traceparent(given[0] if given else None)
+    if given and parsed is None:
+        _count_bad_traceparent(name, given[0])
+    token = _traceparent.set(parsed)
     try:
         yield
     except ControlError as e:

@@ -100,3 +100,55 @@ def test_a_tracking_error_makes_a_round_trip_in_one_trace(agent_factory, tmp_pat
     assert chain["bus.deliver"]["start_time_ns"] <= chain["agent.handle"]["start_time_ns"]
     assert chain["agent.handle"]["end_time_ns"] <= chain["rt.command"]["end_time_ns"]
     client.close()
+
+
+def test_a_malformed_traceparent_is_counted_and_starts_a_new_trace(agent_factory, tmp_path):
+    agent = agent_factory().start()
+    agent.call("trace", "sampling", "1")
+    from tests.control.agentproc import rtctl
+
+    env = dict(os.environ, TRACEPARENT="00-" + "0" * 32 + "-" + CALLER_SPAN + "-01")
+    done = rtctl("job", "submit", job_file(tmp_path), "--target", agent.target, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert agent.status()["tracing"]["bad_traceparents"] == 1
+    listed = json.loads(
+        rtctl(
+            "trace", "list", "--name", "agent.submit_job", "--target", agent.target, "--json"
+        ).stdout
+    )
+    (summary,) = listed["traces"]
+    spans = json.loads(
+        rtctl("trace", "get", summary["trace_id"], "--target", agent.target, "--json").stdout
+    )["spans"]
+    submit = [s for s in spans if s["name"] == "agent.submit_job"]
+    assert submit[0]["parent_span_id"] is None, "a new root, not the malformed parent"
+
+
+def test_a_slow_task_phase_raises_a_bottleneck_alert_that_diagnose_lists(agent_factory, build_task):
+    """The burn task spends 15 ms in its `burn.step` span on cycles 3..60 of a
+    50 ms loop: over the default 10 ms mean, the phase is named in an alert
+    (with example traces) and in `rtctl diagnose`."""
+    burn = ";".join(str(c) for c in range(3, 61))
+    agent = agent_factory(
+        "--task",
+        build_task("burn_task"),
+        "--task-params",
+        f"burn={burn},burn_us=15000",
+        "--period-us",
+        "50000",
+    ).start()
+    agent.call("trace", "sampling", "1")
+
+    def raised():
+        alerts = agent.call("alerts", "list", "--all")["alerts"]
+        return [a for a in alerts if a["subject"] == "burn.step"]
+
+    (alert,) = wait_for(raised, timeout=20, what="a bottleneck alert on burn.step")
+    assert alert["kind"] == "bottleneck" and alert["figures"]["mean_ms"] > 10
+    assert alert["example_trace_ids"]
+    example = agent.call("trace", "get", alert["example_trace_ids"][0])["spans"]
+    assert any(s["name"] == "burn.step" for s in example)
+    screen = agent.call("diagnose")
+    assert any("burn.step" in (i["what"] + i["detail"]) for i in screen["items"])
+    with open(os.path.join(agent.data_dir, "agent.log")) as f:
+        assert any("CRITICAL" in line and "burn.step" in line for line in f)
