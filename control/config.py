@@ -52,6 +52,7 @@ class AgentConfig:
     checkpoint_keep: int = 5
     checkpoint_interval_ms: int = 200
     trace_ratio: float = 0.01  # share of cycles and requests traced (late cycles always)
+    trace_budget_pct: float = 5.0  # tracing may cost the loop this share of its period
     lease_timeout_ms: int = 500  # the RT stops actuating when the agent's lease is older
     log_level: str = "INFO"
     es_url: str = ""

@@ -93,6 +93,20 @@ def ratio(value: Any, from_flag: bool) -> float:
     return float(value)
 
 
+def percent(value: Any, from_flag: bool) -> float:
+    accepted = "use a percentage above 0, up to 100"
+    if from_flag and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise Bad(f"not a number; {accepted}") from None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise Bad(f"not a number; {accepted}")
+    if not (math.isfinite(value) and 0 < value <= 100):
+        raise Bad(f"out of range; {accepted}")
+    return float(value)
+
+
 def choice(*names: str, aliases: dict[str, str] | None = None) -> Rule:
     """One of names, in any case; the value used is spelled as in names."""
     aliases = aliases or {}
@@ -262,6 +276,7 @@ RULES: dict[str, Rule] = {
     "checkpoint_interval_ms": integer(1, 3_600_000, " ms"),
     "lease_timeout_ms": integer(50, 60_000, " ms"),
     "trace_ratio": ratio,
+    "trace_budget_pct": percent,
     "log_level": choice(*LOG_LEVELS, aliases={"WARNING": "WARN"}),
     "es_url": text,
     "otlp_endpoint": hostport(allow_empty=True),

@@ -294,6 +294,10 @@ cdef class Runtime:
         st.adopted_count = 0
         st.inbound_refused = 0
         st.actuated_cycles = 0
+        st.traced_cycles = 0
+        st.traced_exec_ns = 0
+        st.untraced_cycles = 0
+        st.untraced_exec_ns = 0
         st.task_rc = 0
         st.actuating = 0
         memset(st.wake_hist, 0, sizeof(st.wake_hist))

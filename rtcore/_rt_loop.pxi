@@ -533,6 +533,12 @@ cdef int run_loop(Rt *rt) noexcept nogil:
                 late = end > target
                 skip = <uint64_t>((end - target) // rt.period_ns) + 1 if late else 0
         exec_ns = end - wake
+        if rt.cycle_ctx.flags & RTC_TRACE_SAMPLED:
+            st.traced_cycles += 1
+            st.traced_exec_ns += <uint64_t>exec_ns
+        else:
+            st.untraced_cycles += 1
+            st.untraced_exec_ns += <uint64_t>exec_ns
         rtc_hist_add(st.wake_hist, <uint64_t>lat)
         rtc_hist_add(st.exec_hist, <uint64_t>exec_ns)
         st.last_wake_ns = wake

@@ -194,6 +194,10 @@ cdef extern from "rtcore/layout.h" nogil:
         uint64_t act_last_cycle         # its newest cycle
         int64_t act_last_mono_ns        # its newest wake (monotonic)
         uint64_t act_interval_cycles    # cycles in the interval
+        uint64_t traced_cycles          # cycles recorded (sampled or late)
+        uint64_t traced_exec_ns         # their execution time
+        uint64_t untraced_cycles        # the other cycles
+        uint64_t untraced_exec_ns       # their execution time
         uint64_t cpu_mask               # allowed CPUs (first 64)
         uint64_t wake_hist[640]         # wake latency histogram
         uint64_t exec_hist[640]         # execution time histogram

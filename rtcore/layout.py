@@ -226,12 +226,16 @@ STATUS = _struct(
         ("act_last_cycle", "<u8"),
         ("act_last_mono_ns", "<i8"),
         ("act_interval_cycles", "<u8"),
+        ("traced_cycles", "<u8"),
+        ("traced_exec_ns", "<u8"),
+        ("untraced_cycles", "<u8"),
+        ("untraced_exec_ns", "<u8"),
         ("cpu_mask", "<u8"),
         ("wake_hist", "<u8", (HIST_BUCKETS,)),
         ("exec_hist", "<u8", (HIST_BUCKETS,)),
         ("task_name", "S64"),
         ("degraded_text", f"S{TEXT_LEN}"),
-        ("_pad_end", "u1", (40,)),
+        ("_pad_end", "u1", (8,)),
     ]
 )
 

@@ -109,7 +109,8 @@ def add(commands: Any) -> None:
         help="what tracing costs the loop, against the OpenTelemetry SDK",
         description="Run the reference task with tracing off and at 100 %% sampling, "
         "alternating, and compare its mean execution time; time the RT's span push against "
-        "the OpenTelemetry Python SDK creating and ending spans, in the same run.",
+        "the OpenTelemetry Python SDK creating and ending spans, in the same run; time a "
+        "span from export to retrievable in a local Jaeger, when `make jaeger` built one.",
     )
     trc.add_argument(
         "--rounds", type=int_in(1, 20), default=3, help="runs of each kind (default 3)"
@@ -122,6 +123,12 @@ def add(commands: Any) -> None:
         type=int_in(1000, 10_000_000),
         default=1_000_000,
         help="spans in the trace store the look-ups run against (1000000)",
+    )
+    trc.add_argument(
+        "--export-spans",
+        type=int_in(1, 10_000),
+        default=50,
+        help="spans timed from export to retrievable in a local Jaeger (50)",
     )
     _bench_flags(trc, "CPU to run the loop on (default: the highest-numbered online CPU)")
     trc.set_defaults(handler=_tracing)
@@ -218,7 +225,11 @@ def _tracing(args: argparse.Namespace) -> Report:
     from bench import tracing
 
     opts = tracing.TracingOptions(
-        cpu=args.cpu, rounds=args.rounds, cycles=args.cycles, store_spans=args.store_spans
+        cpu=args.cpu,
+        rounds=args.rounds,
+        cycles=args.cycles,
+        store_spans=args.store_spans,
+        export_spans=args.export_spans,
     )
     return _measure(tracing.run, opts, tracing.format_text)
 

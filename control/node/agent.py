@@ -39,6 +39,8 @@ from control.rt.supervisor import Supervisor
 from control.state.checkpoint import CheckpointSaver, CheckpointStore
 from control.tracing import context as tracectx
 from control.tracing.alerts import Alerts
+from control.tracing.budget import COUNTERS as TRACE_COUNTERS
+from control.tracing.budget import SamplingBudget
 from control.tracing.diagnose import diagnose
 from control.tracing.store import TraceStore
 from rtcore import _core, layout, records, reftask
@@ -48,6 +50,7 @@ from rtcore.segment import pid_alive
 # 10 ms of the busiest loop (10 kHz, every cycle traced) is far below a ring's 4096 records
 DRAIN_INTERVAL_S = 0.01
 JOB_TICK_S = 0.05
+TRACE_BUDGET_S = 2.0
 # reading numa_maps walks the RT process's page tables: seconds apart
 NUMA_SAMPLE_S = 5.0
 # a single node is the primary of itself; the cluster will use Raft terms
@@ -126,6 +129,7 @@ class Agent:
         self._job_traces: dict[int, tracectx.TraceContext] = {}
         self._trace_ratio = cfg.trace_ratio
         self.alerts = Alerts(self._on_alert)
+        self.budget = SamplingBudget(cfg.trace_budget_pct)
         self.otlp: Any = None
         if cfg.otlp_endpoint:
             from control.tracing.otlp import OtlpExport
@@ -165,6 +169,7 @@ class Agent:
             Ticker("checkpoint-saver", self.saver.interval_s, self._save_checkpoint),
             Ticker("job-runner", JOB_TICK_S, self._tick_jobs),
             Ticker("numa-sampler", NUMA_SAMPLE_S, self._sample_numa),
+            Ticker("trace-budget", TRACE_BUDGET_S, self._check_trace_budget),
         ):
             life.add(Component(ticker.name, start=ticker.start, stop=ticker.stop))
         life.add(Component("lease", start=self.lease.start, stop=self.lease.stop))
@@ -266,6 +271,30 @@ class Agent:
         if seg is not None and self._adopt_recheck is not None:
             self._recheck_adopted_job()
         self.runner.tick(self.supervisor.state == "running")
+
+    def _check_trace_budget(self) -> None:
+        """Halve the sampling ratio while tracing costs the loop more than its
+        budget, and say so."""
+        seg = self.link.get()
+        if seg is None or self.supervisor.state != "running":
+            return
+        st = seg.view()["status"]
+        verdict = self.budget.check(
+            {k: int(st[k]) for k in TRACE_COUNTERS}, int(st["period_ns"]), self._trace_ratio
+        )
+        if verdict is None or verdict.new_ratio is None:
+            return
+        old = self._trace_ratio
+        self.set_trace_sampling(None, verdict.new_ratio)
+        message = (
+            f"tracing costs {verdict.overhead_pct:.4f} % of the period (budget "
+            f"{self.budget.budget_pct} %, +{verdict.added_ns:.0f} ns a traced cycle): "
+            f"sampling ratio backed off from {old:g} to {verdict.new_ratio:g}"
+        )
+        logger.warning(message)
+        self.bus.publish(
+            "trace_sampling_backed_off", "WARN", message, old_ratio=old, ratio=verdict.new_ratio
+        )
 
     def _sample_numa(self) -> None:
         if self.supervisor.state == "running":
@@ -581,6 +610,7 @@ class Agent:
                 "store": {"dropped": self.traces.dropped, "error": self.traces.error},
                 "otlp": self.otlp.stats() if self.otlp is not None else None,
                 "alerts_active": len(self.alerts.list()),
+                "budget": self.budget.stats(),
                 "bad_traceparents": self._bad_traceparents(),
             },
             "agent": {

@@ -71,6 +71,7 @@ FILE_CASES = [
     Case("checkpoint_interval_ms = 0", "checkpoint_interval_ms", "0"),
     Case("lease_timeout_ms = 10", "lease_timeout_ms", "10"),
     Case("trace_ratio = 1.5", "trace_ratio", "1.5"),
+    Case("trace_budget_pct = 0", "trace_budget_pct", "0"),
     Case('log_level = "verbose"', "log_level", '"verbose"'),
     Case("es_url = 5", "es_url", "5"),
     Case('otlp_endpoint = "collector"', "otlp_endpoint", '"collector"'),

@@ -345,12 +345,18 @@ typedef struct rtc_status {
     uint64_t act_last_cycle;
     int64_t act_last_mono_ns;
     uint64_t act_interval_cycles; /* cycles in the current or last interval */
+    /* what tracing costs: execution time of recorded (sampled or late) cycles
+     * and of the others, this run */
+    uint64_t traced_cycles;
+    uint64_t traced_exec_ns;
+    uint64_t untraced_cycles;
+    uint64_t untraced_exec_ns;
     uint64_t cpu_mask;         /* CPUs the RT thread is allowed on (first 64) */
     uint64_t wake_hist[RTC_HIST_BUCKETS]; /* wake latency, ns, see hist.h */
     uint64_t exec_hist[RTC_HIST_BUCKETS]; /* execution time, ns */
     char task_name[64];
     char degraded_text[RTC_TEXT_LEN]; /* why start-up steps were skipped */
-    uint8_t _pad_end[40];
+    uint8_t _pad_end[8];
 } rtc_status;
 
 typedef struct rtc_strings {
