@@ -135,6 +135,7 @@ class Agent:
             from control.tracing.otlp import OtlpExport
 
             self.otlp = OtlpExport(cfg.otlp_endpoint, cfg.node_id)
+            warn_if_unreachable(cfg.otlp_endpoint)
         self.drainer.subscribe(Subscriber("spans", {"span"}, self._on_rt_spans))
         self._journal_sub = self.drainer.subscribe(
             Subscriber("journal", {"journal"}, self._on_rt_journal, lossless=True)
@@ -807,6 +808,22 @@ class Agent:
             "intervals": self.journal.intervals(limit),
             "rt": current,
         }
+
+
+def warn_if_unreachable(endpoint: str) -> None:
+    """One line at start when the OTLP endpoint does not answer; spans are
+    then counted as dropped until it does (the node runs on regardless)."""
+    import socket
+
+    host, _, port = endpoint.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+    except OSError as e:
+        logger.warning(
+            "OTLP endpoint {} does not answer ({}); spans are counted as dropped until it does",
+            endpoint,
+            e.strerror or e,
+        )
 
 
 def job_of(record: bytes) -> int:
