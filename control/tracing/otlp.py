@@ -59,6 +59,13 @@ class _CaptureErrors(logging.Filter):
         return False
 
 
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 class OtlpExport:
     """Sends span dicts to one OTLP/gRPC endpoint from a worker thread."""
 
@@ -79,6 +86,9 @@ class OtlpExport:
             insecure=insecure,
             credentials=None if insecure else grpc.ssl_channel_credentials(root_certificates=ca),
             timeout=timeout_s,
+            # gRPC's reconnect back-off grows to minutes over a long outage;
+            # a backend that returns is used again within about a second
+            channel_options=RECONNECT_OPTIONS,  # type: ignore[arg-type]
         )
         self._resource = node_resource(node_id)
         self._delay_s = schedule_delay_ms / 1000.0
