@@ -11,12 +11,10 @@ import fcntl
 import hashlib
 import itertools
 import os
-import random
 import threading
 import time
 from typing import Any
 
-import numpy as np
 from loguru import logger
 
 from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
@@ -42,8 +40,9 @@ from control.tracing.alerts import Alerts
 from control.tracing.budget import COUNTERS as TRACE_COUNTERS
 from control.tracing.budget import SamplingBudget
 from control.tracing.diagnose import diagnose
+from control.tracing.propagation import TracePropagation
 from control.tracing.store import TraceStore
-from rtcore import _core, layout, records, reftask
+from rtcore import _core, layout, reftask
 from rtcore.records import Batch, Decoder, journal_dicts
 from rtcore.segment import pid_alive
 
@@ -101,9 +100,16 @@ class Agent:
         self._seq = itertools.count(int(time.time() * 1000) << 16)
         self._seq_lock = threading.Lock()
         self.commands = CommandWriter(self.link, lambda: self.epoch)
+        self.propagation = TracePropagation(
+            self.commands.send,
+            self._record_spans,
+            self._next_seq,
+            cfg.node_id,
+            lambda: self._trace_ratio,
+        )
         self.runner = JobRunner(
             self.jobs,
-            self._send_job_commands,
+            self.propagation.send_job_commands,
             self._next_seq,
             lambda: checkpoint_position(self.link.get()),
         )
@@ -125,8 +131,6 @@ class Agent:
         self.drainer.subscribe(Subscriber("events", {"event"}, self._on_rt_events))
         self.drainer.subscribe(Subscriber("logs", {"log"}, self._on_rt_logs))
         self.traces = TraceStore(os.path.join(cfg.data_dir, "traces"))
-        # the trace a job's commands continue: the span that accepted the job
-        self._job_traces: dict[int, tracectx.TraceContext] = {}
         self._trace_ratio = cfg.trace_ratio
         self.alerts = Alerts(self._on_alert)
         self.budget = SamplingBudget(cfg.trace_budget_pct)
@@ -313,7 +317,7 @@ class Agent:
             self.bus.publish(f"rt.{kind}", level, f"RT {kind.replace('_', ' ')}", **fields)
             self.runner.on_event(ev)
             if ev["kind_id"] == reftask.EV_TRACKING_ERROR:
-                self._on_tracking_error(ev)
+                self.propagation.tracking_error(ev)
 
     def _on_rt_logs(self, batch: Batch, decoder: Decoder) -> None:
         for rec in decoder.logs(batch):
@@ -347,90 +351,6 @@ class Agent:
         sampled = [s for s in spans if s["flags"] & tracectx.SAMPLED]
         if sampled:
             self._keep_spans(sampled)
-
-    def _send_job_commands(self, records: list[bytes]) -> bool:
-        """A job's commands continue the trace of the request that submitted
-        it: a `bus.command` span, parent of the RT's `rt.command` spans."""
-        job_id = job_of(records[0]) if records else 0
-        parent = self._job_traces.get(job_id)
-        if parent is None:
-            return self.commands.send(records)
-        start = time.time_ns()
-        span = parent.child()
-        ok = self.commands.send([stamp_trace(r, span) for r in records])
-        self._record_spans(
-            [
-                tracectx.agent_span(
-                    "bus.command",
-                    span,
-                    parent.span_id,
-                    start,
-                    kind="producer",
-                    status="ok" if ok else "error",
-                    status_message=None if ok else "command ring full or no RT",
-                    attributes={"job.id": job_id, "commands": len(records)},
-                    node=self.cfg.node_id,
-                    pid=os.getpid(),
-                )
-            ]
-        )
-        return ok
-
-    def _on_tracking_error(self, ev: dict[str, Any]) -> None:
-        """The built-in round trip RT -> agent -> RT: a tracking error the RT
-        reports is delivered, handled and acknowledged to the RT with a
-        command, all in the trace of the cycle that saw it."""
-        if not ev["trace_id"] or not ev["sampled"]:
-            return
-        received = time.time_ns()
-        base = tracectx.TraceContext(ev["trace_id"], ev["span_id"] or "", tracectx.SAMPLED)
-        deliver, handle, command = base.child(), base.child(), base.child()
-        seq = self._next_seq()
-        # the default reaction acknowledges the error to the loop (NOP); a
-        # policy (gain scaling, replanning) plugs in here
-        rec = stamp_trace(records.command(layout.CMD_NOP, seq=seq), command)
-        sent = time.time_ns()
-        ok = self.commands.send([rec])
-        done = time.time_ns()
-        node, pid = self.cfg.node_id, os.getpid()
-        attrs = {"rtcore.joint": ev["a"], "rtcore.error_urad": ev["b"]}
-        self._record_spans(
-            [
-                tracectx.agent_span(
-                    "bus.deliver",
-                    deliver,
-                    ev["span_id"],
-                    ev["time_ns"],
-                    received,
-                    kind="consumer",
-                    attributes=attrs,
-                    node=node,
-                    pid=pid,
-                ),
-                tracectx.agent_span(
-                    "agent.handle",
-                    handle,
-                    deliver.span_id,
-                    received,
-                    done,
-                    attributes=attrs,
-                    node=node,
-                    pid=pid,
-                ),
-                tracectx.agent_span(
-                    "bus.command",
-                    command,
-                    handle.span_id,
-                    sent,
-                    done,
-                    kind="producer",
-                    status="ok" if ok else "error",
-                    attributes={"command.seq": seq},
-                    node=node,
-                    pid=pid,
-                ),
-            ]
-        )
 
     def _on_alert(self, kind: str, level: str, message: str, fields: dict[str, Any]) -> None:
         logger.log(LOGURU_LEVELS.get(level, level), message)
@@ -667,30 +587,15 @@ class Agent:
         name = validate_name(name)
         waypoints = validate_waypoints(waypoints, joints=self.cfg.joints)
         job = self.jobs.submit(name, waypoints)
-        incoming = tracectx.from_traceparent(current_traceparent())
-        ctx = (incoming or tracectx.new_trace(random.random() < self._trace_ratio)).child()
-        if ctx.sampled:
-            self._job_traces[job["id"]] = ctx
-            self._record_spans(
-                [
-                    tracectx.agent_span(
-                        "agent.submit_job",
-                        ctx,
-                        incoming.span_id if incoming else None,
-                        start,
-                        kind="server",
-                        attributes={"job.id": job["id"], "job.waypoints": len(waypoints)},
-                        node=self.cfg.node_id,
-                        pid=os.getpid(),
-                    )
-                ]
-            )
+        trace_id = self.propagation.job_submitted(
+            job["id"], len(waypoints), current_traceparent(), start
+        )
         self.bus.publish(
             "job_queued",
             "INFO",
             f"job {job['id']} ({name}) queued",
             job_id=job["id"],
-            trace_id=ctx.trace_id,
+            trace_id=trace_id,
         )
         return job
 
@@ -824,19 +729,6 @@ def warn_if_unreachable(endpoint: str) -> None:
             endpoint,
             e.strerror or e,
         )
-
-
-def job_of(record: bytes) -> int:
-    return int(np.frombuffer(record, dtype=layout.CMD_REC)[0]["job_id"])
-
-
-def stamp_trace(record: bytes, ctx: tracectx.TraceContext) -> bytes:
-    """A command record carrying ctx: the RT's span for it will be ctx's child."""
-    rec = np.frombuffer(bytearray(record), dtype=layout.CMD_REC)
-    rec["trace_id"] = np.frombuffer(bytes.fromhex(ctx.trace_id), dtype="u1")
-    rec["span_id"] = np.frombuffer(bytes.fromhex(ctx.span_id), dtype="u1")
-    rec["trace_flags"] = ctx.flags
-    return rec.tobytes()
 
 
 def node_origin(node_id: str) -> int:
