@@ -37,10 +37,31 @@ cdef int task_log(void *ctx, uint32_t level, uint32_t tpl, uint32_t nargs, const
 
 
 cdef int task_event(void *ctx, uint32_t kind, int64_t a, int64_t b) noexcept nogil:
+    """In a recorded cycle, the event is the child of an `rt.emit` producer
+    span inside the phase that emitted it: what the control plane does with
+    the event (its consumer spans) hangs off that span."""
     cdef Rt *rt = <Rt *>ctx
+    cdef rtc_trace_ctx emit_ctx
+    cdef int i, rc
+    cdef int64_t now
     if kind < RTC_EV_TASK:
         return -1
-    return rtc_emit_event(&rt.em, kind, a, b)
+    if not rt.cycle_ctx.flags & RTC_TRACE_SAMPLED or rt.em.ctx != &rt.cycle_ctx:
+        return rtc_emit_event(&rt.em, kind, a, b)
+    emit_ctx = rt.cycle_ctx
+    rtc_new_id(&rt.rng, emit_ctx.span_id, 8)
+    now = mono_ns()
+    i = rtc_scratch_open_with_id(&rt.scratch, rt.loop_names_base + N_EMIT,
+                                 rt.phase_span if rt.phase_span >= 0 else 0, now,
+                                 emit_ctx.span_id)
+    if i < 0:
+        return rtc_emit_event(&rt.em, kind, a, b)
+    rtc_scratch_close(&rt.scratch, i, now, RTC_STATUS_OK, RTC_NO_STRING)
+    rt.scratch.spans[i].kind = RTC_SPAN_PRODUCER
+    rt.em.ctx = &emit_ctx
+    rc = rtc_emit_event(&rt.em, kind, a, b)
+    rt.em.ctx = &rt.cycle_ctx
+    return rc
 
 
 cdef int task_span_begin(void *ctx, uint32_t name) noexcept nogil:

@@ -31,7 +31,7 @@ LOOP_TEMPLATES = (
 LOOP_NAMES = (
     "rt.cycle", "rt.commands", "task.step", "task.output", "rt.checkpoint", "rt.command",
     "rt.adopt", "wake_latency_ns", "skipped_periods", "late", "command.seq", "command.kind",
-    "command.result", "task step failed", "command failed",
+    "command.result", "task step failed", "command failed", "rt.emit",
 )
 
 cdef enum:
@@ -69,6 +69,7 @@ cdef enum:
     K_CMD_RESULT = 12
     M_STEP_FAILED = 13
     M_CMD_FAILED = 14
+    N_EMIT = 15
 
 cdef enum:
     WHY_FOREIGN = 1

@@ -305,6 +305,7 @@ cdef extern from "rtcore/emit.h" nogil:
     ctypedef struct rtc_span_scratch:
         uint32_t n                      # spans this cycle
         uint32_t dropped                # spans that did not fit
+        rtc_span_rec spans[16]          # RTC_SCRATCH_SPANS spans
 
     ctypedef struct rtc_limiter:
         int64_t code                    # last fault code
@@ -321,6 +322,8 @@ cdef extern from "rtcore/emit.h" nogil:
     int rtc_emit_span(rtc_emitter *e, const rtc_span_rec *s)
     void rtc_scratch_reset(rtc_span_scratch *sc)
     int rtc_scratch_open(rtc_span_scratch *sc, uint32_t name_id, uint32_t parent, int64_t start_ns)
+    int rtc_scratch_open_with_id(rtc_span_scratch *sc, uint32_t name_id, uint32_t parent,
+                                 int64_t start_ns, const uint8_t *span_id)
     int rtc_scratch_attr(rtc_span_scratch *sc, int i, uint32_t key_id, rtc_arg value,
                          int is_float)
     int rtc_scratch_close(rtc_span_scratch *sc, int i, int64_t end_ns, uint32_t status,

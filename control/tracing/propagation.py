@@ -86,42 +86,49 @@ class TracePropagation:
         return ok
 
     def tracking_error(self, ev: dict[str, Any]) -> None:
-        """The built-in round trip: a tracking error the RT reports is
-        delivered, handled and acknowledged to the RT with a command, all in
-        the trace of the cycle that saw it. The default reaction
-        acknowledges (a NOP the loop applies); a policy (gain scaling,
-        replanning) plugs in here."""
+        """The built-in round trip: a tracking error the RT reports (the child
+        of its `rt.emit` producer span) is delivered, handled and answered
+        with a command the RT applies, all in the trace of the cycle that saw
+        it. In each process a child lies inside its parent; the hops between
+        them are producer -> consumer. The default reaction acknowledges (a
+        NOP the loop applies); a policy (gain scaling, replanning) plugs in
+        here."""
         if not ev["trace_id"] or not ev["sampled"]:
             return
-        received = time.time_ns()
+        delivered = time.time_ns()
         base = tracectx.TraceContext(ev["trace_id"], ev["span_id"] or "", tracectx.SAMPLED)
         deliver, handle, command = base.child(), base.child(), base.child()
+        handling = time.time_ns()
         seq = self._next_seq()
         rec = stamp_trace(records.command(layout.CMD_NOP, seq=seq), command)
-        sent = time.time_ns()
+        sending = time.time_ns()
         ok = self._send([rec])
-        done = time.time_ns()
-        attrs = {"rtcore.joint": ev["a"], "rtcore.error_urad": ev["b"]}
+        sent = time.time_ns()
+        attrs = {
+            "rtcore.joint": ev["a"],
+            "rtcore.error_urad": ev["b"],
+            "messaging.delivery_ms": (delivered - ev["time_ns"]) / 1e6,
+        }
         self._record(
             [
                 self._span(
                     "bus.deliver",
                     deliver,
                     ev["span_id"],
-                    ev["time_ns"],
-                    received,
+                    delivered,
+                    sent,
                     kind="consumer",
                     attributes=attrs,
                 ),
                 self._span(
-                    "agent.handle", handle, deliver.span_id, received, done, attributes=attrs
+                    "agent.handle", handle, deliver.span_id, handling, sent, attributes=attrs
                 ),
                 self._span(
                     "bus.command",
                     command,
                     handle.span_id,
+                    sending,
                     sent,
-                    done,
                     kind="producer",
                     status="ok" if ok else "error",
                     attributes={"command.seq": seq},

@@ -85,20 +85,35 @@ def test_a_tracking_error_makes_a_round_trip_in_one_trace(agent_factory, tmp_pat
         for t in doc["traces"]:
             spans = trace(client, t["trace_id"])
             names = {s["name"] for s in spans}
-            if {"rt.cycle", "bus.deliver", "agent.handle", "bus.command", "rt.command"} <= names:
+            wanted = {"rt.cycle", "rt.emit", "bus.deliver", "agent.handle", "bus.command"}
+            if wanted | {"rt.command"} <= names:
                 return spans
         return None
 
     spans = wait_for(round_trip, timeout=20, what="a round trip trace")
     by_id = {s["span_id"]: s for s in spans}
     chain = {s["name"]: s for s in spans}
-    assert by_id[chain["bus.deliver"]["parent_span_id"]]["name"] == "rt.cycle"
-    assert chain["agent.handle"]["parent_span_id"] == chain["bus.deliver"]["span_id"]
-    assert chain["bus.command"]["parent_span_id"] == chain["agent.handle"]["span_id"]
-    assert chain["rt.command"]["parent_span_id"] == chain["bus.command"]["span_id"]
-    assert chain["rt.command"]["process"] == "rt" and chain["bus.deliver"]["process"] == "agent"
-    assert chain["bus.deliver"]["start_time_ns"] <= chain["agent.handle"]["start_time_ns"]
-    assert chain["agent.handle"]["end_time_ns"] <= chain["rt.command"]["end_time_ns"]
+
+    def parent(name: str) -> dict:
+        return by_id[chain[name]["parent_span_id"]]
+
+    # in the RT: rt.cycle > task.step > rt.emit (producer)
+    assert parent("rt.emit")["name"] == "task.step" and chain["rt.emit"]["kind"] == "producer"
+    # across to the agent: bus.deliver (consumer) > agent.handle > bus.command (producer)
+    assert parent("bus.deliver")["name"] == "rt.emit" and chain["bus.deliver"]["kind"] == "consumer"
+    assert parent("agent.handle")["name"] == "bus.deliver"
+    assert parent("bus.command")["name"] == "agent.handle"
+    # and back into the RT: rt.command (consumer)
+    assert parent("rt.command")["name"] == "bus.command" and chain["rt.command"]["process"] == "rt"
+    assert all(s["trace_id"] == chain["rt.cycle"]["trace_id"] for s in spans)
+    # within a process, a child lies inside its parent
+    for name in ("task.step", "rt.emit", "agent.handle", "bus.command"):
+        child, up = chain[name], parent(name)
+        assert up["start_time_ns"] <= child["start_time_ns"] <= child["end_time_ns"], name
+        assert child["end_time_ns"] <= up["end_time_ns"], name
+    # a hop starts after what it continues
+    assert chain["bus.deliver"]["start_time_ns"] >= chain["rt.emit"]["start_time_ns"]
+    assert chain["rt.command"]["start_time_ns"] >= chain["bus.command"]["start_time_ns"]
     client.close()
 
 

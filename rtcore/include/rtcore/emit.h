@@ -48,6 +48,7 @@ typedef struct rtc_span_scratch {
     uint32_t n;
     uint32_t dropped;          /* spans that did not fit this cycle */
     uint8_t parent[RTC_SCRATCH_SPANS];
+    uint8_t has_id[RTC_SCRATCH_SPANS]; /* 1: the span id was given when opened */
     rtc_span_rec spans[RTC_SCRATCH_SPANS];
 } rtc_span_scratch;
 
@@ -162,6 +163,7 @@ static inline int rtc_scratch_open(rtc_span_scratch *sc, uint32_t name_id, uint3
     uint32_t i = sc->n++;
     rtc_span_rec *s = &sc->spans[i];
     sc->parent[i] = (uint8_t)parent;
+    sc->has_id[i] = 0;
     s->start_ns = start_ns;
     s->end_ns = start_ns;
     s->name_id = (uint16_t)name_id;
@@ -171,6 +173,18 @@ static inline int rtc_scratch_open(rtc_span_scratch *sc, uint32_t name_id, uint3
     s->nattrs = 0;
     s->attr_float_mask = 0;
     return (int)i;
+}
+
+/* A span whose id must be known now (a record made during the cycle names it). */
+static inline int rtc_scratch_open_with_id(rtc_span_scratch *sc, uint32_t name_id, uint32_t parent,
+                                           int64_t start_ns, const uint8_t *span_id)
+{
+    int i = rtc_scratch_open(sc, name_id, parent, start_ns);
+    if (i >= 0) {
+        memcpy(sc->spans[i].span_id, span_id, 8);
+        sc->has_id[i] = 1;
+    }
+    return i;
 }
 
 static inline int rtc_scratch_attr(rtc_span_scratch *sc, int i, uint32_t key_id, rtc_arg value,
@@ -214,7 +228,7 @@ static inline uint32_t rtc_scratch_flush(rtc_span_scratch *sc, rtc_emitter *e,
         memcpy(s->trace_id, ctx->trace_id, 16);
         if (i == 0)
             memcpy(s->span_id, ctx->span_id, 8);
-        else
+        else if (!sc->has_id[i])
             rtc_new_id(rng, s->span_id, 8);
         if (sc->parent[i] == RTC_NO_PARENT || sc->parent[i] >= i)
             memset(s->parent_span_id, 0, 8);
