@@ -62,9 +62,10 @@ def integer(lo: int, hi: int, unit: str = "") -> Rule:
     return check
 
 
-def seconds(lo: float, hi: float) -> Rule:
+def number(lo: float, hi: float, accepted: str, lo_included: bool = False) -> Rule:
+    """A finite number in (lo, hi], or [lo, hi] with lo_included."""
+
     def check(value: Any, from_flag: bool) -> float:
-        accepted = f"use a number of seconds above {lo:g}, up to {hi:g}"
         if from_flag and isinstance(value, str):
             try:
                 value = float(value)
@@ -72,39 +73,20 @@ def seconds(lo: float, hi: float) -> Rule:
                 raise Bad(f"not a number; {accepted}") from None
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise Bad(f"not a number; {accepted}")
-        if not (math.isfinite(value) and lo < value <= hi):
+        above = lo <= value if lo_included else lo < value
+        if not (math.isfinite(value) and above and value <= hi):
             raise Bad(f"out of range; {accepted}")
         return float(value)
 
     return check
 
 
-def ratio(value: Any, from_flag: bool) -> float:
-    accepted = "use a number from 0 to 1"
-    if from_flag and isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise Bad(f"not a number; {accepted}") from None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise Bad(f"not a number; {accepted}")
-    if not (math.isfinite(value) and 0 <= value <= 1):
-        raise Bad(f"out of range; {accepted}")
-    return float(value)
+def seconds(lo: float, hi: float) -> Rule:
+    return number(lo, hi, f"use a number of seconds above {lo:g}, up to {hi:g}")
 
 
-def percent(value: Any, from_flag: bool) -> float:
-    accepted = "use a percentage above 0, up to 100"
-    if from_flag and isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise Bad(f"not a number; {accepted}") from None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise Bad(f"not a number; {accepted}")
-    if not (math.isfinite(value) and 0 < value <= 100):
-        raise Bad(f"out of range; {accepted}")
-    return float(value)
+ratio = number(0, 1, "use a number from 0 to 1", lo_included=True)
+percent = number(0, 100, "use a percentage above 0, up to 100")
 
 
 def choice(*names: str, aliases: dict[str, str] | None = None) -> Rule:
