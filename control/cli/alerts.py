@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
-from control.cli.common import Formatter, Report, add_client_command, connect, fmt, int_in
-from control.errors import ControlError
+from control.cli.common import (
+    Formatter,
+    Report,
+    add_client_command,
+    connect,
+    fmt,
+    int_in,
+    print_events,
+)
 
 NAME = "alerts"
 HELP = "list or follow the node's alerts (bottlenecks)"
@@ -57,12 +63,8 @@ def _list(args: argparse.Namespace) -> Report:
 
 def _watch(args: argparse.Namespace) -> None:
     """Prints as alerts arrive, so returns no report."""
-    with connect(args) as client, client.watch(KINDS) as events:
-        for n, event in enumerate(events, start=1):
-            print(json.dumps(event) if args.json else render_event(event), flush=True)
-            if args.count is not None and n >= args.count:
-                return
-    raise ControlError(f"the agent at {client.target} ended the event stream (shutting down?)")
+    with connect(args) as client:
+        print_events(client, list(KINDS), args.count, args.json, render_event)
 
 
 def _when(ns: int | None) -> str:

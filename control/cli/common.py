@@ -11,10 +11,13 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from control.errors import ControlError
 
 if TYPE_CHECKING:
     from control.rpc.client import Client
@@ -241,3 +244,36 @@ def render_doc(doc: dict, indent: int = 0) -> str:
         else:
             lines.append(f"{pad}{key}: {fmt(value)}")
     return "\n".join(lines)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)?")
+_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_s(
+    text: str, bare: str | None = None, units: tuple[str, ...] = tuple(_UNIT_S)
+) -> float | None:
+    """Seconds of `90s`, `15m`, `2h`, `1d`, `500ms` (a unit among `units`); a
+    bare number counts in the unit `bare` (None: a bare number is not a
+    duration). None if `text` is not a duration."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m or (m.group(2) is None and bare is None) or (m.group(2) or bare) not in units:
+        return None
+    return float(m.group(1)) * _UNIT_S[m.group(2) or bare or "s"]
+
+
+def print_events(
+    client: Client,
+    kinds: list[str] | None,
+    count: int | None,
+    as_json: bool,
+    render: Callable[[dict], str],
+) -> None:
+    """Print a Watch stream as it arrives, until `count` events; an agent that
+    ends the stream is an error."""
+    with client.watch(kinds) as events:
+        for n, event in enumerate(events, start=1):
+            print(json.dumps(event) if as_json else render(event), flush=True)
+            if count is not None and n >= count:
+                return
+    raise ControlError(f"the agent at {client.target} ended the event stream (shutting down?)")

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from typing import Any
 
-from control.cli.common import Report, add_client_command, connect
+from control.cli.common import Report, add_client_command, connect, duration_s
 
 NAME = "diagnose"
 HELP = "what needs attention on the node, each with the command that shows more"
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SINCE_S = 30 * 86400
-DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 
 
 def add(commands: Any) -> None:
@@ -42,10 +39,9 @@ def add(commands: Any) -> None:
 
 def duration(text: str) -> float:
     """Seconds from `90s`, `15m`, `2h`, `1d` or a bare number of seconds."""
-    m = DURATION_RE.fullmatch(text.strip())
-    if not m:
+    seconds = duration_s(text, bare="s", units=("s", "m", "h", "d"))
+    if seconds is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m, 2h or 1d")
-    seconds = float(m.group(1)) * UNITS[m.group(2) or "s"]
     if not 0 < seconds <= MAX_SINCE_S:
         raise argparse.ArgumentTypeError(f"{text} is out of range: use more than 0, up to 30d")
     return seconds

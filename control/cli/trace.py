@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import re
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from control.cli.common import (
     UsageError,
     add_client_command,
     connect,
+    duration_s,
     fmt,
     int_in,
     non_negative,
@@ -30,8 +30,6 @@ ALIASES = ("trace-sampling",)
 HELP = "look up traces, list recent ones, show or change trace sampling"
 BAR_WIDTH = 40
 NAME_WIDTH = 48  # a deeper or longer span name is cut to keep the bars in one column
-_AGO = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def add(commands: Any) -> None:
@@ -156,9 +154,9 @@ def _slow_ms(text: str) -> float:
 
 def _since(text: str) -> int:
     """Unix ns of an age (before now) or an ISO time."""
-    m = _AGO.fullmatch(text.strip())
-    if m:
-        return time.time_ns() - int(float(m[1]) * _UNIT_S[m[2]] * 1e9)
+    age = duration_s(text)
+    if age is not None:
+        return time.time_ns() - int(age * 1e9)
     try:
         when = datetime.datetime.fromisoformat(text.strip())
     except ValueError:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
-from control.cli.common import add_client_command, connect, fmt, int_in
-from control.errors import ControlError
+from control.cli.common import add_client_command, connect, fmt, int_in, print_events
 
 NAME = "watch"
 HELP = "follow the node's events and alerts as they happen"
@@ -37,12 +35,8 @@ def add(commands: Any) -> None:
 
 def _watch(args: argparse.Namespace) -> None:
     """Prints as events arrive, so returns no report."""
-    with connect(args) as client, client.watch(args.kind) as events:
-        for n, event in enumerate(events, start=1):
-            print(json.dumps(event) if args.json else _render_event(event), flush=True)
-            if args.count is not None and n >= args.count:
-                return
-    raise ControlError(f"the agent at {client.target} ended the event stream (shutting down?)")
+    with connect(args) as client:
+        print_events(client, args.kind, args.count, args.json, _render_event)
 
 
 def _render_event(event: dict) -> str:
