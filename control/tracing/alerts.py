@@ -9,7 +9,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from control.tracing.bottleneck import BottleneckDetector, Change, Figures, Sample
@@ -29,25 +29,14 @@ class Alerts:
         self,
         on_change: OnChange,
         *,
-        mean_ms: float | None = 10.0,
-        p99_ms: float | None = None,
-        overrides: Mapping[str, Mapping[str, float | None]] | None = None,
-        window_s: float = 60.0,
-        min_count: int = 20,
-        clear_ratio: float = 0.8,
         keep_cleared: int = 200,
         clock: Callable[[], int] = time.time_ns,
+        **thresholds: Any,
     ) -> None:
         self._on_change = on_change
-        self._detector = BottleneckDetector(
-            mean_ms=mean_ms,
-            p99_ms=p99_ms,
-            overrides=overrides,
-            window_s=window_s,
-            min_count=min_count,
-            clear_ratio=clear_ratio,
-        )
-        self._window_s = window_s
+        # mean_ms, p99_ms, overrides, window_s, min_count, clear_ratio
+        self._detector = BottleneckDetector(**thresholds)
+        self._window_s = self._detector.window_ns / 1e9
         self._clock = clock
         self._lock = threading.Lock()
         self._active: dict[str, dict[str, Any]] = {}  # by subject
