@@ -147,14 +147,31 @@ cdef class RingReader:
         """Take as many records as fit the writable buffer out (a numpy
         structured array of the ring's records, say) in at most two copies;
         returns how many."""
+        return self._copy_into(out, True)
+
+    def peek_into(self, out):
+        """Copy as many records as fit out, like pop_into, but leave them in
+        the ring (the producer cannot overwrite them) until commit(n): a
+        consumer that dies between the two loses nothing."""
+        return self._copy_into(out, False)
+
+    cdef uint32_t _copy_into(self, out, bint take) except? 0:
         cdef uint8_t[::1] view = memoryview(out).cast("B")
         cdef uint32_t size = self.c.hdr.record_size
         cdef uint32_t room = <uint32_t>(view.shape[0] // size), n
         if room == 0:
             return 0
         with nogil:
-            n = rtc_ring_pop_batch(&self.c, &view[0], room)
+            n = rtc_ring_peek_batch(&self.c, &view[0], room)
+            if take:
+                rtc_ring_commit(&self.c, n)
         return n
+
+    def commit(self, uint32_t n):
+        """Take the n oldest records, which a peek_into returned."""
+        if n > rtc_ring_pending(self.c.hdr):
+            raise ValueError(f"commit of {n} records, {rtc_ring_pending(self.c.hdr)} pending")
+        rtc_ring_commit(&self.c, n)
 
     def pop(self, uint32_t max_records=1024):
         """Take up to max_records records; returns their bytes back to back."""

@@ -253,6 +253,8 @@ cdef extern from "rtcore/ring.h" nogil:
     int rtc_ring_push(rtc_producer *p, const void *rec)
     uint64_t rtc_ring_room(rtc_producer *p)
     uint32_t rtc_ring_pop_batch(rtc_consumer *c, void *out, uint32_t max)
+    uint32_t rtc_ring_peek_batch(rtc_consumer *c, void *out, uint32_t max)
+    void rtc_ring_commit(rtc_consumer *c, uint32_t n)
     uint64_t rtc_ring_pending(const rtc_ring_hdr *hdr)
 
 

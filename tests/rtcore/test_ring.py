@@ -395,3 +395,26 @@ def test_two_processes_copying_push_is_never_torn(spawn, shm_name: str, tmp_path
     assert cons["corrupt"] == 0, cons
     assert cons["received"] == prod["accepted"] == pushed == head == tail
     assert cons["received"] + dropped == total and cons["received"] > 0
+
+
+def test_peeked_records_stay_until_committed(segment: Segment) -> None:
+    """A consumer that dies between peek and commit loses nothing: the next
+    reader (another agent) gets the same records, and the producer cannot
+    overwrite them meanwhile."""
+    size = layout.LOG_REC.itemsize
+    cap = layout.LOG_RING_CAP
+    recs = _records(random.Random(9), cap, size)
+    writer = _core.RingWriter(segment.buf, "log")
+    assert writer.push_many(b"".join(recs), cap) == cap
+    out = bytearray(10 * size)
+    first = _core.RingReader(segment.buf, "log")
+    assert first.peek_into(out) == 10 and bytes(out) == b"".join(recs[:10])
+    del first  # died before committing
+    assert not writer.push(recs[0]), "a peeked slot was handed back to the producer"
+    second = _core.RingReader(segment.buf, "log")
+    assert second.peek_into(out) == 10 and bytes(out) == b"".join(recs[:10])
+    second.commit(4)
+    assert writer.push(recs[0])
+    assert second.pop(6) == b"".join(recs[4:10])
+    with pytest.raises(ValueError, match="commit of"):
+        second.commit(cap)

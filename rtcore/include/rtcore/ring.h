@@ -107,9 +107,10 @@ static inline uint64_t rtc_ring_room(rtc_producer *p)
     return p->mask + 1 - (p->head - p->tail_cache);
 }
 
-/* Copy up to max records into out (at most two memcpy: the ring may wrap);
- * returns how many were taken. */
-static inline uint32_t rtc_ring_pop_batch(rtc_consumer *c, void *out, uint32_t max)
+/* Copy up to max records into out (at most two memcpy: the ring may wrap)
+ * without taking them: they stay in the ring, and the producer cannot
+ * overwrite them, until rtc_ring_commit(). Returns how many were copied. */
+static inline uint32_t rtc_ring_peek_batch(rtc_consumer *c, void *out, uint32_t max)
 {
     uint64_t tail = __atomic_load_n(&c->hdr->tail, __ATOMIC_RELAXED);
     uint64_t head = __atomic_load_n(&c->hdr->head, __ATOMIC_ACQUIRE);
@@ -122,7 +123,22 @@ static inline uint32_t rtc_ring_pop_batch(rtc_consumer *c, void *out, uint32_t m
     memcpy(out, c->recs + first * c->record_size, k * c->record_size);
     if (n > k)
         memcpy((uint8_t *)out + k * c->record_size, c->recs, (n - k) * c->record_size);
+    return n;
+}
+
+/* Take the n oldest records (n no more than a peek returned): their slots
+ * go back to the producer. */
+static inline void rtc_ring_commit(rtc_consumer *c, uint32_t n)
+{
+    uint64_t tail = __atomic_load_n(&c->hdr->tail, __ATOMIC_RELAXED);
     __atomic_store_n(&c->hdr->tail, tail + n, __ATOMIC_RELEASE);
+}
+
+/* Copy up to max records into out and take them; returns how many. */
+static inline uint32_t rtc_ring_pop_batch(rtc_consumer *c, void *out, uint32_t max)
+{
+    uint32_t n = rtc_ring_peek_batch(c, out, max);
+    rtc_ring_commit(c, n);
     return n;
 }
 
