@@ -30,6 +30,14 @@ EVENT_NAMES = {
 _LEVEL_TABLE = np.array([LEVEL_NAMES.get(i, str(i)) for i in range(256)], dtype=object)
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def hex_ids(raw: np.ndarray) -> list[str | None]:
     """Hex strings of a column of ids (n x 8 or n x 16 bytes), None for all-zero ids."""
     width = raw.shape[1]
@@ -45,7 +53,8 @@ def typed_args(args: np.ndarray, mask: np.ndarray, nargs: np.ndarray) -> list[li
     out = []
     for i, (m, n) in enumerate(zip(mask.tolist(), nargs.tolist(), strict=True)):
         row_i, row_f = ints[i], floats[i]
-        out.append([row_f[k] if m >> k & 1 else row_i[k] for k in range(n)])
+        # a record claiming more arguments than it holds is cut to what it holds
+        out.append([row_f[k] if m >> k & 1 else row_i[k] for k in range(min(n, len(row_i)))])
     return out
 
 
@@ -55,19 +64,32 @@ class Strings:
     def __init__(self, buf: Any) -> None:
         self._buf = buf
         self._text: list[str] = []
+        self._damaged: set[int] = set()
         self._templates: dict[int, templates.Template | None] = {}
+        self._table = np.ndarray(shape=(), dtype=layout.SEGMENT, buffer=buf)["strings"]
+        self.generation = 0  # counts reloads: caches built on the table compare it
         self.reload()
 
     def reload(self) -> None:
         """Re-read the table (a restarted RT process may intern a new task's)."""
-        view = np.ndarray(shape=(), dtype=layout.SEGMENT, buffer=self._buf)
-        table = view["strings"]
+        table = self._table
         count = int(table["count"])
-        self._text = [bytes(table["text"][i]).decode(errors="replace") for i in range(count)]
+        raw = [bytes(table["text"][i]) for i in range(count)]
+        self._text = [r.decode(errors="replace") for r in raw]
+        self._damaged = {i for i, r in enumerate(raw) if not _is_utf8(r)}
         self._templates = {}
+        self.generation += 1
+
+    def count(self) -> int:
+        return len(self._text)
+
+    def is_damaged(self, idx: int) -> bool:
+        """The string is not valid UTF-8 (shown with replacement characters)."""
+        return idx in self._damaged
 
     def text(self, idx: int) -> str:
-        if idx >= len(self._text):
+        # an unknown id may be a string interned since: re-read if the table grew
+        if idx >= len(self._text) and int(self._table["count"]) != len(self._text):
             self.reload()
         return self._text[idx] if idx < len(self._text) else f"<string {idx}>"
 
@@ -293,6 +315,15 @@ class Drainer:
         scratch = self._scratch[ring]
         n = self._readers[ring].pop_into(scratch)
         return Batch(ring, scratch[:n].copy(), self.clock.offset_ns())
+
+    def peek_batch(self, ring: str) -> Batch:
+        """Like drain_batch, but the records stay in the ring until commit()."""
+        scratch = self._scratch[ring]
+        n = self._readers[ring].peek_into(scratch)
+        return Batch(ring, scratch[:n].copy(), self.clock.offset_ns())
+
+    def commit(self, ring: str, n: int) -> None:
+        self._readers[ring].commit(n)
 
     def drain(self, ring: str) -> list[dict[str, Any]]:
         batch = self.drain_batch(ring)

@@ -1,6 +1,6 @@
 """One thread drains the RT's rings in bulk and hands the batches to
 subscribers (the event bus, the job runner, the log sink, the actuation
-journal; later the log and span pipelines).
+journal, the log pipeline, the span pipeline).
 
 Each subscriber has a bounded queue and its own thread, so the drainer never
 waits on a subscriber's I/O (fsyncs, SQLite commits, network). A slow
@@ -9,6 +9,12 @@ counted per subscriber. A lossless subscriber (the actuation journal) is
 never dropped from: while its queue is full the drainer leaves its ring
 alone, and the RT, which will not start an interval without room in that
 ring, fails closed rather than lose a record.
+
+An inline subscriber (the log pipeline's spool) runs on the drainer's own
+thread, between copying a batch out of the ring and taking it: records
+leave the RT's ring only once it has them, so an agent killed at any moment
+loses none (the next agent drains them from the shared ring). Its handler
+must be quick and must not block (the spool appends to a file).
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ class Subscriber:
         handle: Callable[[Batch, Decoder], None],
         max_batches: int = 256,
         lossless: bool = False,
+        inline: bool = False,
     ) -> None:
         self.name = name
         self.rings = rings
         self.lossless = lossless
+        self.inline = inline
         self._handle = handle
         self._queue: queue.Queue[tuple[Batch, Decoder] | None] = queue.Queue(max_batches)
         self._thread = threading.Thread(target=self._run, name=f"sub-{name}", daemon=True)
@@ -61,8 +69,18 @@ class Subscriber:
             self.dropped += len(batch)
             return False
 
+    def handle_now(self, batch: Batch, decoder: Decoder) -> None:
+        """Run the handler on this thread (the drainer's, for an inline subscriber)."""
+        try:
+            self._handle(batch, decoder)
+            self.delivered += len(batch)
+        except Exception:  # noqa: BLE001 - one bad batch must not stop the drainer or the subscriber
+            self.faults += 1
+            logger.exception("subscriber {} failed on a {} batch", self.name, batch.ring)
+
     def start(self) -> None:
-        self._thread.start()
+        if not self.inline:
+            self._thread.start()
 
     def stop(self) -> None:
         """Finish what is queued, then end; bounded: a handler that hangs is
@@ -95,13 +113,8 @@ class Subscriber:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            batch, decoder = item
             try:
-                self._handle(batch, decoder)
-                self.delivered += len(batch)
-            except Exception:  # noqa: BLE001 - one bad batch must not end the subscriber
-                self.faults += 1
-                logger.exception("subscriber {} failed on a {} batch", self.name, batch.ring)
+                self.handle_now(*item)
             finally:
                 self._queue.task_done()
         self._queue.task_done()
@@ -167,11 +180,19 @@ class Drainer:
                     continue  # leave it in the ring: the RT holds back, nothing is lost
                 if not rings.pending(ring):
                     continue
-                batch = rings.drain_batch(ring)
+                inline = [s for s in subs if s.inline]
+                if inline:
+                    batch = rings.peek_batch(ring)
+                    for sub in inline:
+                        sub.handle_now(batch, rings.decoder)
+                    rings.commit(ring, len(batch))
+                else:
+                    batch = rings.drain_batch(ring)
                 taken += len(batch)
                 self.batches += 1
                 for sub in subs:
-                    sub.offer(batch, rings.decoder)
+                    if not sub.inline:
+                        sub.offer(batch, rings.decoder)
             self.records += taken
             return taken
 

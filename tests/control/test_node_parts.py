@@ -179,3 +179,37 @@ def test_standard_logging_reaches_the_agent_log_and_reconfiguring_never_duplicat
         logger.remove()
         logger.add(__import__("sys").stderr)
         logging.getLogger().handlers = []
+
+
+INLINE_DIES = """
+import os, sys
+from control.node.drainer import Drainer, Subscriber
+from rtcore.segment import Segment
+
+seg = Segment.open(sys.argv[1])
+
+def die(batch, decoder):
+    os._exit(3)  # killed while it has the batch: like kill -9 mid-append
+
+drainer = Drainer(lambda: seg, lambda: 1, interval_s=0.001)
+drainer.subscribe(Subscriber("spool", {"log"}, die, inline=True))
+drainer.drain_once()
+"""
+
+
+def test_records_leave_the_ring_only_once_an_inline_subscriber_has_them(seg, spawn, shm_name):
+    """A drainer whose process dies inside an inline subscriber's handler
+    (the agent killed while spooling) takes nothing from the ring: the next
+    drainer gets every record."""
+    import subprocess
+    import sys
+
+    _testhooks.PatternWriter(seg.buf, "log").push_sequence(0, 1000)
+    child = spawn([sys.executable, "-c", INLINE_DIES, shm_name], stdout=subprocess.DEVNULL)
+    assert child.wait(timeout=30) == 3
+    got: list[int] = []
+    drainer = Drainer(lambda: seg, lambda: 1, interval_s=0.001)
+    drainer.subscribe(Subscriber("spool", {"log"}, counting(got), inline=True))
+    assert drainer.drain_once() == 1000
+    assert got == [1000]
+    assert _core.ring_counters(seg.buf, "log")[:2] == (1000, 1000)
