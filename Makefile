@@ -11,12 +11,15 @@ SOURCES := $(wildcard rtcore/*.pyx rtcore/*.pxd rtcore/*.pxi rtcore/src/*.c rtco
 PYTEST_ARGS ?=
 JAEGER_VERSION := v1.76.0
 JAEGER := $(HOME)/.cache/rtcore/jaeger-$(JAEGER_VERSION)/jaeger
+OPENSEARCH_VERSION := 2.19.6
+OPENSEARCH := $(HOME)/.cache/rtcore/opensearch-$(OPENSEARCH_VERSION)
+OPENSEARCH_SRC := bench/peers/opensearch
 
-.PHONY: all setup sysdeps jaeger test test-fast bench lint format proto clean
+.PHONY: all setup sysdeps jaeger opensearch test test-fast bench lint format proto clean
 
 all: setup
 
-setup: sysdeps $(VENV)/.installed $(VENV)/.built jaeger
+setup: sysdeps $(VENV)/.installed $(VENV)/.built jaeger opensearch
 
 # Debian packages: installed only when one is missing, and only as root.
 sysdeps:
@@ -53,6 +56,31 @@ jaeger:
 	if [ $$rc != 0 ]; then \
 	  echo "jaeger: not built: download or build of $(JAEGER_VERSION) failed (above; GOPROXY=$$(go env GOPROXY)); the tracing tests will skip" >&2; \
 	fi
+
+# A single-node OpenSearch for the log-export tests and benchmarks: our
+# launcher (bench/peers/opensearch) with the server and four modules from
+# Maven Central, built in a scratch copy; its runtime jars are cached outside
+# the tree, Maven's downloads stay in ~/.m2. The marker, written last, holds a
+# hash of the launcher's sources so an edit rebuilds. A failed build does not
+# fail make: the OpenSearch tests skip and say why.
+opensearch:
+	@sum=$$(find $(OPENSEARCH_SRC) -name target -prune -o -type f -print | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16); \
+	[ "$$(cat "$(OPENSEARCH)/complete" 2>/dev/null)" = "$$sum" ] && exit 0; \
+	if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then \
+	  echo "opensearch: not built: needs java and mvn on PATH; the OpenSearch tests will skip" >&2; exit 0; \
+	fi; \
+	echo "opensearch: building $(OPENSEARCH_VERSION) into $(OPENSEARCH) (once; under a minute)"; \
+	tmp=$$(mktemp -d); cp -r $(OPENSEARCH_SRC)/. $$tmp/; rm -rf "$(OPENSEARCH)"; \
+	(cd $$tmp && mvn -B -q -Dstyle.color=never -Dmaven.test.skip=true -Dopensearch.version=$(OPENSEARCH_VERSION) \
+	  package dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=lib >mvn.log 2>&1) \
+	  && cp $$tmp/target/opensearch-peer-*.jar $$tmp/lib/ && mkdir -p "$(OPENSEARCH)" \
+	  && mv $$tmp/lib "$(OPENSEARCH)/lib" && echo "$$sum" > "$(OPENSEARCH)/complete"; \
+	rc=$$?; \
+	if [ $$rc != 0 ]; then \
+	  tail -n 20 $$tmp/mvn.log >&2; \
+	  echo "opensearch: not built: Maven build of $(OPENSEARCH_VERSION) failed (above); the OpenSearch tests will skip" >&2; \
+	fi; \
+	rm -rf $$tmp
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
