@@ -16,6 +16,8 @@ Waypoint = tuple[float, list[float]]
 RT_ACTIONS = ("start", "stop", "run", "hold", "safe")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
+# the RT's numbers for them (rtcore/include/rtcore/layout.h), also the spool's
+LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 
 
 class Subscription(Protocol):
@@ -76,6 +78,11 @@ class AgentAPI(Protocol):
 
     def diagnose(self, since_ns: int = 0) -> dict[str, Any]:
         """What an operator looks at first, each item with the command that shows more."""
+        ...
+
+    def search_logs(self, query: dict[str, Any]) -> dict[str, Any]:
+        """{"logs": [ECS documents with "_seq"], ...}; query keys as
+        control.logs.store.LogStore.search takes them (checked by the service)."""
         ...
 
     def get_log_level(self) -> dict[str, str]:

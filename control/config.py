@@ -55,7 +55,13 @@ class AgentConfig:
     trace_budget_pct: float = 5.0  # tracing may cost the loop this share of its period
     lease_timeout_ms: int = 500  # the RT stops actuating when the agent's lease is older
     log_level: str = "INFO"
-    es_url: str = ""
+    es_url: str = ""  # Elasticsearch/OpenSearch log export (credentials may be in the URL)
+    es_api_key_file: str = ""  # file holding an API key (Authorization: ApiKey ...)
+    es_ca_file: str = ""  # CA (PEM) the server's certificate must chain to
+    es_index_prefix: str = "rtcore-logs"  # daily indices PREFIX-YYYY.MM.DD
+    log_spool_mb: int = 256  # the durable log spool's bound
+    log_store_mb: int = 2048  # the embedded log store's bound
+    log_retention_days: float = 30.0  # the embedded log store keeps this long
     otlp_endpoint: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -162,7 +168,14 @@ FLAG_HELP = {
     "wake_mode": "sleep (default) or hybrid",
     "task": "control task library (default: built-in reference task)",
     "task_params": "task parameters 'key=value,...'",
-    "es_url": "Elasticsearch URL for log export",
+    "es_url": "Elasticsearch/OpenSearch URL for log export, http(s)://[USER:PASSWORD@]HOST:PORT",
+    "es_api_key_file": "file holding an Elasticsearch API key (instead of a user and password)",
+    "es_ca_file": "CA certificate (PEM) for an https --es-url",
+    "es_index_prefix": "log indices are PREFIX-YYYY.MM.DD (default rtcore-logs)",
+    "log_spool_mb": "size bound of the durable log spool in MiB (default 256; when full, "
+    "DEBUG/INFO are dropped first, counted)",
+    "log_store_mb": "size bound of the embedded log store in MiB (default 2048)",
+    "log_retention_days": "days the embedded log store keeps logs (default 30)",
     "otlp_endpoint": "OTLP/gRPC HOST:PORT for trace export",
     "tls_cert": "server certificate (PEM) to serve gRPC over TLS",
     "tls_key": "server private key (PEM)",

@@ -105,6 +105,39 @@ def choice(*names: str, aliases: dict[str, str] | None = None) -> Rule:
     return check
 
 
+def url(value: Any, from_flag: bool) -> str:
+    """An http(s) URL with a host, or '' for none (credentials may be in it)."""
+    from urllib.parse import urlsplit
+
+    accepted = "use http(s)://[USER:PASSWORD@]HOST:PORT, or '' for none"
+    if not isinstance(value, str):
+        raise Bad(f"not a string; {accepted}")
+    if not value:
+        return value
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise Bad(f"not a URL; {accepted}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Bad(f"not an http(s) URL with a host; {accepted}")
+    if port == 0:
+        raise Bad(f"port 0; {accepted}")
+    return value
+
+
+INDEX_PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,200}")
+
+
+def index_prefix(value: Any, from_flag: bool) -> str:
+    """Elasticsearch index names are lower case and start with a letter or digit."""
+    if not isinstance(value, str) or not INDEX_PREFIX_RE.fullmatch(value):
+        raise Bad(
+            "use lower-case letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )
+    return value
+
+
 def text(value: Any, from_flag: bool) -> str:
     if not isinstance(value, str):
         raise Bad("not a string; use a quoted string")
@@ -260,7 +293,13 @@ RULES: dict[str, Rule] = {
     "trace_ratio": ratio,
     "trace_budget_pct": percent,
     "log_level": choice(*LOG_LEVELS, aliases={"WARNING": "WARN"}),
-    "es_url": text,
+    "es_url": url,
+    "es_api_key_file": readable_file,
+    "es_ca_file": readable_file,
+    "es_index_prefix": index_prefix,
+    "log_spool_mb": integer(1, 1_000_000, " MiB"),
+    "log_store_mb": integer(16, 10_000_000, " MiB"),
+    "log_retention_days": number(0, 3650, "use a number of days above 0, up to 3650"),
     "otlp_endpoint": hostport(allow_empty=True),
     "tls_cert": readable_file,
     "tls_key": readable_file,

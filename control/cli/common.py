@@ -8,12 +8,14 @@ command's whole run (start, call, print) is paid for by every `rtctl status`.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
 import re
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -260,6 +262,25 @@ def duration_s(
     if not m or (m.group(2) is None and bare is None) or (m.group(2) or bare) not in units:
         return None
     return float(m.group(1)) * _UNIT_S[m.group(2) or bare or "s"]
+
+
+def since_ns(text: str) -> int:
+    """Unix ns of an age (before now) or an ISO time."""
+    age = duration_s(text)
+    if age is not None:
+        return time.time_ns() - int(age * 1e9)
+    try:
+        when = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an age (30s, 10m, 2h, 1d) nor an ISO time (2026-05-01T12:00:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # a time without a zone is the local time
+    ns = int(when.timestamp()) * 10**9 + when.microsecond * 1000
+    if ns <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is before 1970")
+    return ns
 
 
 def print_events(

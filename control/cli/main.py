@@ -1,7 +1,7 @@
 """`rtctl`: the operator's command line.
 
 This module builds the parser and dispatches; each command group is a module
-of this package (status, rt, job, checkpoint, logs, trace, watch, alerts,
+of this package (status, rt, job, checkpoint, logs, log-level, trace, watch, alerts,
 diagnose, bench, agent) and each command's work lives with its subject
 (benchmarks in bench/, the agent in control/node/, RPCs in control/rpc/client.py). A command handler
 returns a report dict and a function that renders it as text; `--json` prints
@@ -33,6 +33,7 @@ from control.cli import (
     checkpoint,
     diagnose,
     job,
+    log_level,
     logs,
     rt,
     status,
@@ -43,7 +44,20 @@ from control.cli.common import DEFAULT_TARGET, Formatter, Handler, UsageError, f
 from control.errors import ControlError
 
 # in the order `rtctl --help` lists them
-GROUPS = (agent, status, rt, job, checkpoint, logs, trace, watch, alerts, diagnose, bench)
+GROUPS = (
+    agent,
+    status,
+    rt,
+    job,
+    checkpoint,
+    logs,
+    log_level,
+    trace,
+    watch,
+    alerts,
+    diagnose,
+    bench,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if done is None:
         return 0
     report, render = done
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render(report))
+    try:
+        print(json.dumps(report, indent=2) if args.json else render(report), flush=True)
+    except BrokenPipeError:  # `rtctl ... | head`: the reader has what it wanted
+        _silence_stdout()
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import time
 from typing import Any
 
 from control.cli.common import (
@@ -18,11 +17,11 @@ from control.cli.common import (
     UsageError,
     add_client_command,
     connect,
-    duration_s,
     fmt,
     int_in,
     non_negative,
     ratio,
+    since_ns,
 )
 
 NAME = "trace"
@@ -71,7 +70,7 @@ def _add_trace(commands: Any) -> None:
     )
     listing.add_argument(
         "--since",
-        type=_since,
+        type=since_ns,
         default=0,
         metavar="WHEN",
         help="only traces that started since WHEN: an age (30s, 10m, 2h, 1d) or an ISO "
@@ -150,25 +149,6 @@ def _slow_ms(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"{text} is out of range: use 0 or more")
     return value
-
-
-def _since(text: str) -> int:
-    """Unix ns of an age (before now) or an ISO time."""
-    age = duration_s(text)
-    if age is not None:
-        return time.time_ns() - int(age * 1e9)
-    try:
-        when = datetime.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an age (30s, 10m, 2h, 1d) nor an ISO time (2026-05-01T12:00:00)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.astimezone()  # a time without a zone is the local time
-    ns = int(when.timestamp()) * 10**9 + when.microsecond * 1000
-    if ns <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is before 1970")
-    return ns
 
 
 # ---- handlers ---------------------------------------------------------------------

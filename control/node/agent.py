@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+import orjson
 from loguru import logger
 
 from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
@@ -23,6 +24,8 @@ from control.errors import ControlError, FailedPrecondition, InvalidArgument
 from control.jobs.runner import JobRunner, checkpoint_position
 from control.jobs.store import JobStore
 from control.jobs.trajectory import validate_name, validate_waypoints
+from control.logs.ecs import LEVEL_NAMES, LEVELS, AgentLogEncoder, Identity, RtLogEncoder
+from control.logs.setup import open_pipeline
 from control.node import logsetup, status
 from control.node.drainer import Drainer, Subscriber
 from control.node.eventbus import EventBus, Subscription
@@ -52,6 +55,9 @@ JOB_TICK_S = 0.05
 TRACE_BUDGET_S = 2.0
 # reading numa_maps walks the RT process's page tables: seconds apart
 NUMA_SAMPLE_S = 5.0
+# the spool is fsynced at most this often (records reach the sinks before)
+LOG_SYNC_S = 0.1
+LOG_RETENTION_S = 60.0
 # a single node is the primary of itself; the cluster will use Raft terms
 SINGLE_NODE_EPOCH = 1
 RT_EVENT_LEVELS = {"deadline_miss": "ERROR"}
@@ -129,7 +135,12 @@ class Agent:
         )
         self.drainer = Drainer(self._mapped_segment, lambda: self.link.generation, DRAIN_INTERVAL_S)
         self.drainer.subscribe(Subscriber("events", {"event"}, self._on_rt_events))
-        self.drainer.subscribe(Subscriber("logs", {"log"}, self._on_rt_logs))
+        self.log_ident = Identity.of(cfg.node_id)
+        self.logs, self.log_store = open_pipeline(cfg)
+        self._rt_logs = RtLogEncoder(self.log_ident, lambda: self.supervisor.pid)
+        self._agent_logs = AgentLogEncoder(self.log_ident, os.getpid())
+        # inline: a record leaves the RT's ring only once the spool has it
+        self.drainer.subscribe(Subscriber("logs", {"log"}, self._on_rt_logs, inline=True))
         self.traces = TraceStore(os.path.join(cfg.data_dir, "traces"))
         self._trace_ratio = cfg.trace_ratio
         self.alerts = Alerts(self._on_alert)
@@ -161,6 +172,8 @@ class Agent:
         life.add(Component("lock", stop=self._lock_file.close))
         life.add(Component("jobs database", stop=self.jobs.close))
         life.add(Component("trace store", stop=self.traces.close))
+        # stops after the drainer and every other part: their last words are kept
+        life.add(Component("log pipeline", start=self._start_logs, stop=self._stop_logs))
         if self.otlp is not None:
             # stops after the drainer (reverse order): the last spans are sent
             life.add(Component("otlp export", stop=self.otlp.close))
@@ -175,6 +188,8 @@ class Agent:
             Ticker("job-runner", JOB_TICK_S, self._tick_jobs),
             Ticker("numa-sampler", NUMA_SAMPLE_S, self._sample_numa),
             Ticker("trace-budget", TRACE_BUDGET_S, self._check_trace_budget),
+            Ticker("log-spool-sync", LOG_SYNC_S, self.logs.sync),
+            Ticker("log-retention", LOG_RETENTION_S, self._log_retention),
         ):
             life.add(Component(ticker.name, start=ticker.start, stop=ticker.stop))
         life.add(Component("lease", start=self.lease.start, stop=self.lease.stop))
@@ -241,6 +256,23 @@ class Agent:
         if self._metrics is not None:
             self._metrics.stop()
 
+    def _start_logs(self) -> None:
+        self.logs.start()
+        logsetup.attach_pipeline(self.cfg.data_dir, self._on_agent_log)
+
+    def _stop_logs(self) -> None:
+        logsetup.attach_pipeline(self.cfg.data_dir, None)
+        self.logs.stop()
+
+    def _on_agent_log(self, record: dict[str, Any]) -> None:
+        self.logs.append_agent_record(self._agent_logs.encode(record))
+
+    def _log_retention(self) -> None:
+        if self.log_store is not None:
+            removed = self.log_store.retention()
+            if any(removed.values()):
+                logger.info("log store retention removed {}", removed)
+
     def _undo_placement(self) -> None:
         if self._stop_rt:
             # the RT is gone: what isolation moved goes back where it was
@@ -296,8 +328,7 @@ class Agent:
             f"{self.budget.budget_pct} %, +{verdict.added_ns:.0f} ns a traced cycle): "
             f"sampling ratio backed off from {old:g} to {verdict.new_ratio:g}"
         )
-        logger.warning(message)
-        self.bus.publish(
+        self._announce(
             "trace_sampling_backed_off", "WARN", message, old_ratio=old, ratio=verdict.new_ratio
         )
 
@@ -320,15 +351,13 @@ class Agent:
                 self.propagation.tracking_error(ev)
 
     def _on_rt_logs(self, batch: Batch, decoder: Decoder) -> None:
-        for rec in decoder.logs(batch):
-            repeats = f", {rec['repeats']} more like it" if rec["repeats"] else ""
-            logger.log(
-                LOGURU_LEVELS.get(rec["level"], "INFO"),
-                "rt: {} (cycle {}{})",
-                rec["message"],
-                rec["cycle"],
-                repeats,
-            )
+        entries = self._rt_logs.encode(batch, decoder)
+        self.logs.append(entries)
+        # the operator's console and agent.log show the RT's warnings and worse
+        for _, level, doc in entries:
+            if level >= LEVELS["WARN"]:
+                message = orjson.loads(doc)["message"]
+                logger.bind(spooled=True).log(LOGURU_LEVELS[LEVEL_NAMES[level]], "rt: " + message)
 
     def _on_rt_spans(self, batch: Batch, decoder: Decoder) -> None:
         spans = decoder.spans(batch)
@@ -352,9 +381,19 @@ class Agent:
         if sampled:
             self._keep_spans(sampled)
 
-    def _on_alert(self, kind: str, level: str, message: str, fields: dict[str, Any]) -> None:
-        logger.log(LOGURU_LEVELS.get(level, level), message)
+    def _announce(self, kind: str, level: str, message: str, **fields: Any) -> None:
+        """An event of the node: logged (its kind is the log's event.action,
+        its fields the document's rtcore.fields) and published to watchers."""
+        logger.bind(
+            event_action=kind,
+            fields=fields,
+            trace_id=fields.get("trace_id"),
+            span_id=fields.get("span_id"),
+        ).log(LOGURU_LEVELS.get(level, level), message)
         self.bus.publish(kind, level, message, **fields)
+
+    def _on_alert(self, kind: str, level: str, message: str, fields: dict[str, Any]) -> None:
+        self._announce(kind, level, message, **fields)
 
     def _on_rt_journal(self, batch: Batch, decoder: Decoder) -> None:
         self.journal.append(journal_dicts(batch.recs))
@@ -366,8 +405,7 @@ class Agent:
 
     def _on_supervisor_event(self, kind: str, level: str, fields: dict[str, Any]) -> None:
         message = fields.pop("message", kind)
-        logger.log(LOGURU_LEVELS.get(level, level), message)
-        self.bus.publish(kind, level, message, **fields)
+        self._announce(kind, level, message, **fields)
         if kind in ("rt_crashed", "rt_stopped"):
             self._settle_journal()
         if kind == "rt_running":
@@ -390,6 +428,9 @@ class Agent:
             str(self.origin),
             "--trace-ratio",
             repr(self._trace_ratio),
+            # the level in force, set at runtime or not: a restarted RT keeps it
+            "--log-level",
+            self._levels["rt"],
         ]
 
     def _settle_dead_rt_journal(self) -> None:
@@ -426,10 +467,7 @@ class Agent:
     def _on_placement_event(
         self, kind: str, level: str, message: str, fields: dict[str, Any]
     ) -> None:
-        logger.log(LOGURU_LEVELS.get(level, level), message)
-        self.bus.publish(
-            kind, level, message, **{k: v for k, v in fields.items() if k != "message"}
-        )
+        self._announce(kind, level, message, **{k: v for k, v in fields.items() if k != "message"})
 
     def _task_state(self) -> Any:
         """The reftask state in the segment's newest checkpoint, None if none or another task."""
@@ -486,8 +524,7 @@ class Agent:
 
     def _on_corrupt(self, path: str, reason: str) -> None:
         message = f"checkpoint file {path} is damaged ({reason}); skipped"
-        logger.error(message)
-        self.bus.publish("checkpoint_corrupt", "ERROR", message, path=path, reason=reason)
+        self._announce("checkpoint_corrupt", "ERROR", message, path=path, reason=reason)
 
     def _restore_file(self) -> str | None:
         """The newest durable checkpoint when it is newer (epoch, seq) than the segment's."""
@@ -525,6 +562,7 @@ class Agent:
             "jobs": self.jobs.counts(),
             "placement": self._placement_summary(),
             "drainer": self.drainer.stats(),
+            "logs": {**self.logs.stats(), "rt_malformed": dict(self._rt_logs.malformed)},
             "tracing": {
                 "ratio": self._trace_ratio,
                 # counts would cost a scan of the store on every status call
@@ -577,7 +615,7 @@ class Agent:
         if action not in RT_ACTIONS:
             raise InvalidArgument("action", f"{action!r} is not one of {', '.join(RT_ACTIONS)}")
         self.supervisor.action(action)
-        self.bus.publish("rt_action", "WARN", f"RT {action} requested", action=action)
+        self._announce("rt_action", "WARN", f"RT {action} requested", action=action)
         return self.status()
 
     def submit_job(self, name: str, waypoints: list[Waypoint]) -> dict[str, Any]:
@@ -590,7 +628,7 @@ class Agent:
         trace_id = self.propagation.job_submitted(
             job["id"], len(waypoints), current_traceparent(), start
         )
-        self.bus.publish(
+        self._announce(
             "job_queued",
             "INFO",
             f"job {job['id']} ({name}) queued",
@@ -641,6 +679,14 @@ class Agent:
 
     def get_log_level(self) -> dict[str, str]:
         return dict(self._levels)
+
+    def search_logs(self, query: dict[str, Any]) -> dict[str, Any]:
+        if self.log_store is None:
+            raise FailedPrecondition("this node has no log store (see the agent's start-up log)")
+        return {
+            "node_id": self.cfg.node_id,
+            "logs": self.log_store.search(**query),
+        }
 
     def set_log_level(self, level: str, target: str = "all") -> dict[str, str]:
         level = level.upper()

@@ -1,9 +1,12 @@
 """One logging configuration for the whole agent.
 
-loguru writes to stderr and DATA_DIR/agent.log; the standard library's
+loguru writes to stderr, DATA_DIR/agent.log and, while an agent runs, its
+log pipeline (ECS documents through the spool); the standard library's
 `logging` (our modules that use it, grpc, prometheus_client) is routed into
 loguru, so every line of the agent ends up in the same places with the same
-level. Reconfiguring replaces exactly the sinks this module added, under a
+level. The RT's records reach the pipeline straight from the drainer; those
+echoed to stderr for the operator carry `spooled=True` and are not spooled
+twice. Reconfiguring replaces exactly the sinks this module added, under a
 lock, so concurrent level changes never leave duplicated sinks.
 """
 
@@ -14,6 +17,8 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from loguru import logger
 
@@ -28,6 +33,9 @@ FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<8} {message}"
 
 _lock = threading.Lock()
 _sinks: list[int] = []
+_level = "INFO"
+# the running agent's log pipeline: takes a loguru record
+_pipeline: list[Callable[[dict[str, Any]], None]] = []
 
 
 class _ToLoguru(logging.Handler):
@@ -43,8 +51,10 @@ class _ToLoguru(logging.Handler):
 
 def configure(data_dir: str, level: str) -> None:
     """Agent logging at `level` (DEBUG, INFO, WARN, ERROR, CRITICAL)."""
+    global _level
     name = LOGURU_LEVELS[level]
     with _lock:
+        _level = level
         if not _sinks:
             logger.remove()  # loguru's default stderr sink
         for sink in _sinks:
@@ -60,6 +70,36 @@ def configure(data_dir: str, level: str) -> None:
                 retention=5,
             ),
         ]
+        for feed in _pipeline:
+            _sinks.append(
+                logger.add(
+                    _records_to(feed),
+                    level=name,
+                    format="{message}",
+                    filter=_not_spooled,
+                    catch=True,
+                )
+            )
         root = logging.getLogger()
         root.handlers = [_ToLoguru()]
         root.setLevel(logging.getLevelName(name))
+        # one line per HTTP request of the log exporter would feed the log it ships
+        logging.getLogger("urllib3").setLevel(max(logging.WARNING, root.level))
+
+
+def _records_to(feed: Callable[[dict[str, Any]], None]) -> Callable[[Any], None]:
+    def sink(message: Any) -> None:
+        feed(message.record)
+
+    return sink
+
+
+def _not_spooled(record: Any) -> bool:
+    return not record["extra"].get("spooled")
+
+
+def attach_pipeline(data_dir: str, feed: Callable[[dict[str, Any]], None] | None) -> None:
+    """Send the agent's records to `feed` too (None: stop), at the current level."""
+    with _lock:
+        _pipeline[:] = [feed] if feed is not None else []
+    configure(data_dir, _level)

@@ -28,12 +28,6 @@ def refuse_unavailable(cfg: AgentConfig) -> None:
             "clustering (--raft/--peer) is not available in this "
             "build yet; run without them for a single node",
         )
-    if cfg.es_url:
-        raise InvalidArgument(
-            "es_url",
-            "Elasticsearch export is not available in this build "
-            "yet; the agent's logs are in DATA_DIR/agent.log",
-        )
 
 
 def write_systemd_unit(cfg: AgentConfig, path: str) -> int:

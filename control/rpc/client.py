@@ -178,6 +178,12 @@ class Client:
         )
         return self._document(self._call(self._stub.ListTraces, request))
 
+    def search_logs(self, **query: Any) -> dict[str, Any]:
+        """{"logs": [...]}: ECS documents from the node's store, newest first
+        (oldest first with after_seq); keywords as pb.SearchLogsRequest's fields."""
+        request = _build("search_logs", lambda: pb.SearchLogsRequest(**query))
+        return self._document(self._call(self._stub.SearchLogs, request))
+
     def set_affinity(self, cpus: str, isolate: bool | None = None) -> dict[str, Any]:
         """cpus in the kernel's list format; isolate None keeps the isolation as it is."""
         request = _build("cpus", lambda: pb.SetAffinityRequest(cpus=cpus, isolate=isolate))

@@ -43,7 +43,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loguru import logger
 
-from control.api import JOB_STATES, LOG_LEVELS, RT_ACTIONS, AgentAPI
+from control.api import JOB_STATES, LEVEL_NUMBERS, LOG_LEVELS, RT_ACTIONS, AgentAPI
 from control.config import AgentConfig, is_loopback, plaintext_problem
 from control.errors import ControlError, FailedPrecondition, InvalidArgument, NotFound
 from control.jobs import trajectory
@@ -68,6 +68,7 @@ MUTATING = frozenset(
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+DEFAULT_LOGS = 100
 MAX_CPU = 4095
 MAX_NUMA_NODE = 1023
 MAX_RT_EVERY = 1_000_000
@@ -199,6 +200,35 @@ def check_traces_query(request: pb.ListTracesRequest) -> dict[str, Any]:
         "name": request.name,
         "errors": request.errors,
         "limit": request.limit or 50,
+    }
+
+
+TEXT_MAX = 500
+
+
+def check_logs_query(request: pb.SearchLogsRequest) -> dict[str, Any]:
+    """The store's search keywords from a request; InvalidArgument names the field."""
+    if request.since_ns < 0 or request.until_ns < 0:
+        raise InvalidArgument("since_ns", "times must be 0 (any) or unix nanoseconds")
+    if request.after_seq < 0:
+        raise InvalidArgument("after_seq", "must be 0 or positive")
+    if request.until_ns and request.since_ns > request.until_ns:
+        raise InvalidArgument("until_ns", "is before since_ns")
+    if request.limit > MAX_LIMIT:
+        raise InvalidArgument("limit", f"{request.limit} is out of range 0..{MAX_LIMIT}")
+    for name in ("event", "node", "text"):
+        if len(getattr(request, name)) > TEXT_MAX:
+            raise InvalidArgument(name, f"is longer than {TEXT_MAX} characters")
+    return {
+        "level_min": LEVEL_NUMBERS[check_level(request.level)] if request.level else None,
+        "event": request.event or None,
+        "since_ns": request.since_ns or None,
+        "until_ns": request.until_ns or None,
+        "trace_id": check_trace_id(request.trace_id) if request.trace_id else None,
+        "node": request.node or None,
+        "text": request.text.strip() or None,
+        "limit": request.limit or DEFAULT_LOGS,
+        "after_seq": request.after_seq if request.HasField("after_seq") else None,
     }
 
 
@@ -438,6 +468,10 @@ class ControlServicer(pb_grpc.ControlServicer):
         if request.since_ns < 0:
             raise InvalidArgument("since_ns", "must be 0 (15 minutes) or a unix time in ns")
         return document(pb.Diagnosis, self._api.diagnose(request.since_ns))
+
+    @_rpc
+    def SearchLogs(self, request: pb.SearchLogsRequest, context: Any) -> pb.LogList:
+        return document(pb.LogList, self._api.search_logs(check_logs_query(request)))
 
     @_rpc
     def GetLogLevel(self, request: pb.GetLogLevelRequest, context: Any) -> pb.LogLevels:

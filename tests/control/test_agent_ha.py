@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from control.logs.store import LogStore
 from control.rt.supervisor import proc_state
 from rtcore import _core, reftask
 from rtcore.ckptfile import read_checkpoint_file
@@ -166,8 +167,8 @@ def test_damaged_newest_checkpoint_file_falls_back_to_previous(agent_factory):
 
 def test_sigterm_brings_rt_to_safe_then_stops_it(agent_factory):
     """SIGTERM: the RT goes to SAFE, then stops, and its last records (the
-    SAFE change, the stop) reach the agent's log: the RT is stopped before
-    the drainer, which drains once more."""
+    SAFE change, the stop) reach the node's log store: the RT is stopped
+    before the drainer, which drains once more."""
     agent = agent_factory().start()
     pid = agent.status()["rt"]["pid"]
     seg = agent.segment()
@@ -177,8 +178,13 @@ def test_sigterm_brings_rt_to_safe_then_stops_it(agent_factory):
     head, tail = _core.ring_counters(seg.buf, "log")[:2]
     seg.close()
     assert head == tail, "the RT's last records were left in the ring"
-    with open(os.path.join(agent.data_dir, "agent.log")) as f:
-        rt_lines = [line.split("rt: ", 1)[1] for line in f if "rt: " in line]
+    store = LogStore(os.path.join(agent.data_dir, "logs"))
+    try:
+        docs = store.search(limit=1000)
+    finally:
+        store.close()
+    ordered = sorted(docs, key=lambda d: d["_seq"])
+    rt_lines = [d["message"] for d in ordered if d["process"]["name"] == "rtcore-rt"]
     safe = [i for i, line in enumerate(rt_lines) if line.startswith("state changed to SAFE")]
     stop = [i for i, line in enumerate(rt_lines) if line.startswith("RT loop stopping")]
     assert safe and stop, rt_lines[-5:]

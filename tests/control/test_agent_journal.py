@@ -147,7 +147,8 @@ def test_supervised_rt_restarted_as_standby_never_actuates(tmp_path):
 def test_the_rt_stops_before_its_lease_and_its_drainer(tmp_path):
     """Stop order is the reverse of start: the supervisor (RT) stops before the
     lease keeper (else a slow stop would lapse the lease mid-SAFE) and before
-    the drainer (else the RT's last records would be lost)."""
+    the drainer (else the RT's last records would be lost), and the log
+    pipeline stops after the drainer and every part that logs."""
     from control.node.agent import Agent
 
     agent = Agent(AgentConfig(node_id=f"order{os.getpid()}", data_dir=str(tmp_path)))
@@ -156,7 +157,11 @@ def test_the_rt_stops_before_its_lease_and_its_drainer(tmp_path):
         stop = list(reversed(names))
         assert stop.index("supervisor") < stop.index("lease") < stop.index("drainer")
         assert stop.index("drainer") < stop.index("final checkpoint") < stop.index("lock")
+        assert stop.index("log pipeline") == max(
+            stop.index(n) for n in names if n not in ("lock", "jobs database", "trace store")
+        )
     finally:
+        agent.logs.stop()
         agent.jobs.close()
         agent.traces.close()
         agent._lock_file.close()

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rtcore/v1/control.proto\x12\trtcore.v1\"\x12\n\x10GetStatusRequest\"6\n\x0fRtActionRequest\x12#\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x13.rtcore.v1.RtAction\"0\n\x07Latency\x12\x0b\n\x03p50\x18\x01 \x01(\x01\x12\x0b\n\x03p99\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\"\x93\x01\n\x08RtStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ycles\x18\x03 \x01(\x04\x12\x0e\n\x06misses\x18\x04 \x01(\x04\x12\x10\n\x08restarts\x18\x05 \x01(\x04\x12\x11\n\tperiod_us\x18\x06 \x01(\x04\x12&\n\nlatency_us\x18\x07 \x01(\x0b\x32\x12.rtcore.v1.Latency\"0\n\x11\x43heckpointSummary\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x61ge_ms\x18\x02 \x01(\x01\"A\n\rClusterStatus\x12\x0e\n\x06leader\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\nhas_quorum\x18\x03 \x01(\x08\"\xbb\x01\n\x06Status\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x1f\n\x02rt\x18\x03 \x01(\x0b\x32\x13.rtcore.v1.RtStatus\x12\x30\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1c.rtcore.v1.CheckpointSummary\x12)\n\x07\x63luster\x18\x05 \x01(\x0b\x32\x18.rtcore.v1.ClusterStatus\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\" \n\x08Waypoint\x12\t\n\x01t\x18\x01 \x01(\x01\x12\t\n\x01q\x18\x02 \x03(\x01\"H\n\x10SubmitJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\twaypoints\x18\x02 \x03(\x0b\x32\x13.rtcore.v1.Waypoint\"D\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\x03\">\n\x0fListJobsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_limit\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.rtcore.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x1a\n\x18GetCheckpointInfoRequest\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"\x1d\n\x05Trace\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"c\n\x11ListTracesRequest\x12\x0f\n\x07slow_ms\x18\x01 \x01(\x01\x12\x10\n\x08since_ns\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x08\x12\r\n\x05limit\x18\x05 \x01(\r\"!\n\tTraceList\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\" \n\x11ListAlertsRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"!\n\tAlertList\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"#\n\x0f\x44iagnoseRequest\x12\x10\n\x08since_ns\x18\x01 \x01(\x03\"!\n\tDiagnosis\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"\"\n\x11GetJournalRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"\x1f\n\x07Journal\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"&\n\x0e\x43heckpointInfo\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"\x14\n\x12GetLogLevelRequest\"<\n\tLogLevels\x12\n\n\x02rt\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"3\n\x12SetLogLevelRequest\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"\x19\n\x17GetTraceSamplingRequest\"M\n\rTraceSampling\x12\x17\n\x0frt_every_cycles\x18\x01 \x01(\x04\x12\r\n\x05ratio\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"i\n\x17SetTraceSamplingRequest\x12\x1c\n\x0frt_every_cycles\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05ratio\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x12\n\x10_rt_every_cyclesB\x08\n\x06_ratio\"\x1d\n\x0cWatchRequest\x12\r\n\x05kinds\x18\x01 \x03(\t\"\x8d\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05ts_ns\x18\x02 \x01(\x03\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x0f\n\x07span_id\x18\x08 \x01(\t\"D\n\x12SetAffinityRequest\x12\x0c\n\x04\x63pus\x18\x01 \x01(\t\x12\x14\n\x07isolate\x18\x02 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_isolate\"\"\n\x12SetNumaNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\x05\"\x15\n\x13GetPlacementRequest\"T\n\tPlacement\x12\x0c\n\x04\x63pus\x18\x01 \x01(\t\x12\x10\n\x08isolated\x18\x02 \x01(\x08\x12\x11\n\tnuma_node\x18\x03 \x01(\x05\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t*\x89\x01\n\x08RtAction\x12\x19\n\x15RT_ACTION_UNSPECIFIED\x10\x00\x12\x13\n\x0fRT_ACTION_START\x10\x01\x12\x12\n\x0eRT_ACTION_STOP\x10\x02\x12\x11\n\rRT_ACTION_RUN\x10\x03\x12\x12\n\x0eRT_ACTION_HOLD\x10\x04\x12\x12\n\x0eRT_ACTION_SAFE\x10\x05\x32\xaf\n\n\x07\x43ontrol\x12;\n\tGetStatus\x12\x1b.rtcore.v1.GetStatusRequest\x1a\x11.rtcore.v1.Status\x12\x39\n\x08RtAction\x12\x1a.rtcore.v1.RtActionRequest\x1a\x11.rtcore.v1.Status\x12\x38\n\tSubmitJob\x12\x1b.rtcore.v1.SubmitJobRequest\x1a\x0e.rtcore.v1.Job\x12\x32\n\x06GetJob\x12\x18.rtcore.v1.GetJobRequest\x1a\x0e.rtcore.v1.Job\x12\x43\n\x08ListJobs\x12\x1a.rtcore.v1.ListJobsRequest\x1a\x1b.rtcore.v1.ListJobsResponse\x12\x38\n\tCancelJob\x12\x1b.rtcore.v1.CancelJobRequest\x1a\x0e.rtcore.v1.Job\x12S\n\x11GetCheckpointInfo\x12#.rtcore.v1.GetCheckpointInfoRequest\x1a\x19.rtcore.v1.CheckpointInfo\x12\x42\n\x0bGetLogLevel\x12\x1d.rtcore.v1.GetLogLevelRequest\x1a\x14.rtcore.v1.LogLevels\x12\x42\n\x0bSetLogLevel\x12\x1d.rtcore.v1.SetLogLevelRequest\x1a\x14.rtcore.v1.LogLevels\x12P\n\x10GetTraceSampling\x12\".rtcore.v1.GetTraceSamplingRequest\x1a\x18.rtcore.v1.TraceSampling\x12P\n\x10SetTraceSampling\x12\".rtcore.v1.SetTraceSamplingRequest\x1a\x18.rtcore.v1.TraceSampling\x12\x42\n\x0bSetAffinity\x12\x1d.rtcore.v1.SetAffinityRequest\x1a\x14.rtcore.v1.Placement\x12\x42\n\x0bSetNumaNode\x12\x1d.rtcore.v1.SetNumaNodeRequest\x1a\x14.rtcore.v1.Placement\x12\x44\n\x0cGetPlacement\x12\x1e.rtcore.v1.GetPlacementRequest\x1a\x14.rtcore.v1.Placement\x12>\n\nGetJournal\x12\x1c.rtcore.v1.GetJournalRequest\x1a\x12.rtcore.v1.Journal\x12\x38\n\x08GetTrace\x12\x1a.rtcore.v1.GetTraceRequest\x1a\x10.rtcore.v1.Trace\x12@\n\nListTraces\x12\x1c.rtcore.v1.ListTracesRequest\x1a\x14.rtcore.v1.TraceList\x12@\n\nListAlerts\x12\x1c.rtcore.v1.ListAlertsRequest\x1a\x14.rtcore.v1.AlertList\x12<\n\x08\x44iagnose\x12\x1a.rtcore.v1.DiagnoseRequest\x1a\x14.rtcore.v1.Diagnosis\x12\x34\n\x05Watch\x12\x17.rtcore.v1.WatchRequest\x1a\x10.rtcore.v1.Event0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rtcore/v1/control.proto\x12\trtcore.v1\"\x12\n\x10GetStatusRequest\"6\n\x0fRtActionRequest\x12#\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x13.rtcore.v1.RtAction\"0\n\x07Latency\x12\x0b\n\x03p50\x18\x01 \x01(\x01\x12\x0b\n\x03p99\x18\x02 \x01(\x01\x12\x0b\n\x03max\x18\x03 \x01(\x01\"\x93\x01\n\x08RtStatus\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12\x0e\n\x06\x63ycles\x18\x03 \x01(\x04\x12\x0e\n\x06misses\x18\x04 \x01(\x04\x12\x10\n\x08restarts\x18\x05 \x01(\x04\x12\x11\n\tperiod_us\x18\x06 \x01(\x04\x12&\n\nlatency_us\x18\x07 \x01(\x0b\x32\x12.rtcore.v1.Latency\"0\n\x11\x43heckpointSummary\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06\x61ge_ms\x18\x02 \x01(\x01\"A\n\rClusterStatus\x12\x0e\n\x06leader\x18\x01 \x01(\t\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x12\n\nhas_quorum\x18\x03 \x01(\x08\"\xbb\x01\n\x06Status\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x1f\n\x02rt\x18\x03 \x01(\x0b\x32\x13.rtcore.v1.RtStatus\x12\x30\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1c.rtcore.v1.CheckpointSummary\x12)\n\x07\x63luster\x18\x05 \x01(\x0b\x32\x18.rtcore.v1.ClusterStatus\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\" \n\x08Waypoint\x12\t\n\x01t\x18\x01 \x01(\x01\x12\t\n\x01q\x18\x02 \x03(\x01\"H\n\x10SubmitJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\twaypoints\x18\x02 \x03(\x0b\x32\x13.rtcore.v1.Waypoint\"D\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\x03\">\n\x0fListJobsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\x12\n\x05limit\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x08\n\x06_limit\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.rtcore.v1.Job\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x1a\n\x18GetCheckpointInfoRequest\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"\x1d\n\x05Trace\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"c\n\x11ListTracesRequest\x12\x0f\n\x07slow_ms\x18\x01 \x01(\x01\x12\x10\n\x08since_ns\x18\x02 \x01(\x03\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x08\x12\r\n\x05limit\x18\x05 \x01(\r\"!\n\tTraceList\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\" \n\x11ListAlertsRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"!\n\tAlertList\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"#\n\x0f\x44iagnoseRequest\x12\x10\n\x08since_ns\x18\x01 \x01(\x03\"!\n\tDiagnosis\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"\xb8\x01\n\x11SearchLogsRequest\x12\r\n\x05level\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x10\n\x08since_ns\x18\x03 \x01(\x03\x12\x10\n\x08until_ns\x18\x04 \x01(\x03\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\r\n\x05limit\x18\x08 \x01(\r\x12\x16\n\tafter_seq\x18\t \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_after_seq\"\x1f\n\x07LogList\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"\"\n\x11GetJournalRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"\x1f\n\x07Journal\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"&\n\x0e\x43heckpointInfo\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"\x14\n\x12GetLogLevelRequest\"<\n\tLogLevels\x12\n\n\x02rt\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"3\n\x12SetLogLevelRequest\x12\r\n\x05level\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"\x19\n\x17GetTraceSamplingRequest\"M\n\rTraceSampling\x12\x17\n\x0frt_every_cycles\x18\x01 \x01(\x04\x12\r\n\x05ratio\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t\"i\n\x17SetTraceSamplingRequest\x12\x1c\n\x0frt_every_cycles\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05ratio\x18\x02 \x01(\x01H\x01\x88\x01\x01\x42\x12\n\x10_rt_every_cyclesB\x08\n\x06_ratio\"\x1d\n\x0cWatchRequest\x12\r\n\x05kinds\x18\x01 \x03(\t\"\x8d\x01\n\x05\x45vent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05ts_ns\x18\x02 \x01(\x03\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\r\n\x05level\x18\x05 \x01(\t\x12\x13\n\x0b\x66ields_json\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x0f\n\x07span_id\x18\x08 \x01(\t\"D\n\x12SetAffinityRequest\x12\x0c\n\x04\x63pus\x18\x01 \x01(\t\x12\x14\n\x07isolate\x18\x02 \x01(\x08H\x00\x88\x01\x01\x42\n\n\x08_isolate\"\"\n\x12SetNumaNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\x05\"\x15\n\x13GetPlacementRequest\"T\n\tPlacement\x12\x0c\n\x04\x63pus\x18\x01 \x01(\t\x12\x10\n\x08isolated\x18\x02 \x01(\x08\x12\x11\n\tnuma_node\x18\x03 \x01(\x05\x12\x14\n\x0c\x64\x65tails_json\x18\x0f \x01(\t*\x89\x01\n\x08RtAction\x12\x19\n\x15RT_ACTION_UNSPECIFIED\x10\x00\x12\x13\n\x0fRT_ACTION_START\x10\x01\x12\x12\n\x0eRT_ACTION_STOP\x10\x02\x12\x11\n\rRT_ACTION_RUN\x10\x03\x12\x12\n\x0eRT_ACTION_HOLD\x10\x04\x12\x12\n\x0eRT_ACTION_SAFE\x10\x05\x32\xef\n\n\x07\x43ontrol\x12;\n\tGetStatus\x12\x1b.rtcore.v1.GetStatusRequest\x1a\x11.rtcore.v1.Status\x12\x39\n\x08RtAction\x12\x1a.rtcore.v1.RtActionRequest\x1a\x11.rtcore.v1.Status\x12\x38\n\tSubmitJob\x12\x1b.rtcore.v1.SubmitJobRequest\x1a\x0e.rtcore.v1.Job\x12\x32\n\x06GetJob\x12\x18.rtcore.v1.GetJobRequest\x1a\x0e.rtcore.v1.Job\x12\x43\n\x08ListJobs\x12\x1a.rtcore.v1.ListJobsRequest\x1a\x1b.rtcore.v1.ListJobsResponse\x12\x38\n\tCancelJob\x12\x1b.rtcore.v1.CancelJobRequest\x1a\x0e.rtcore.v1.Job\x12S\n\x11GetCheckpointInfo\x12#.rtcore.v1.GetCheckpointInfoRequest\x1a\x19.rtcore.v1.CheckpointInfo\x12\x42\n\x0bGetLogLevel\x12\x1d.rtcore.v1.GetLogLevelRequest\x1a\x14.rtcore.v1.LogLevels\x12\x42\n\x0bSetLogLevel\x12\x1d.rtcore.v1.SetLogLevelRequest\x1a\x14.rtcore.v1.LogLevels\x12P\n\x10GetTraceSampling\x12\".rtcore.v1.GetTraceSamplingRequest\x1a\x18.rtcore.v1.TraceSampling\x12P\n\x10SetTraceSampling\x12\".rtcore.v1.SetTraceSamplingRequest\x1a\x18.rtcore.v1.TraceSampling\x12\x42\n\x0bSetAffinity\x12\x1d.rtcore.v1.SetAffinityRequest\x1a\x14.rtcore.v1.Placement\x12\x42\n\x0bSetNumaNode\x12\x1d.rtcore.v1.SetNumaNodeRequest\x1a\x14.rtcore.v1.Placement\x12\x44\n\x0cGetPlacement\x12\x1e.rtcore.v1.GetPlacementRequest\x1a\x14.rtcore.v1.Placement\x12>\n\nGetJournal\x12\x1c.rtcore.v1.GetJournalRequest\x1a\x12.rtcore.v1.Journal\x12\x38\n\x08GetTrace\x12\x1a.rtcore.v1.GetTraceRequest\x1a\x10.rtcore.v1.Trace\x12@\n\nListTraces\x12\x1c.rtcore.v1.ListTracesRequest\x1a\x14.rtcore.v1.TraceList\x12@\n\nListAlerts\x12\x1c.rtcore.v1.ListAlertsRequest\x1a\x14.rtcore.v1.AlertList\x12<\n\x08\x44iagnose\x12\x1a.rtcore.v1.DiagnoseRequest\x1a\x14.rtcore.v1.Diagnosis\x12>\n\nSearchLogs\x12\x1c.rtcore.v1.SearchLogsRequest\x1a\x12.rtcore.v1.LogList\x12\x34\n\x05Watch\x12\x17.rtcore.v1.WatchRequest\x1a\x10.rtcore.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rtcore.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RTACTION']._serialized_start=2197
-  _globals['_RTACTION']._serialized_end=2334
+  _globals['_RTACTION']._serialized_start=2417
+  _globals['_RTACTION']._serialized_end=2554
   _globals['_GETSTATUSREQUEST']._serialized_start=38
   _globals['_GETSTATUSREQUEST']._serialized_end=56
   _globals['_RTACTIONREQUEST']._serialized_start=58
@@ -79,36 +79,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DIAGNOSEREQUEST']._serialized_end=1310
   _globals['_DIAGNOSIS']._serialized_start=1312
   _globals['_DIAGNOSIS']._serialized_end=1345
-  _globals['_GETJOURNALREQUEST']._serialized_start=1347
-  _globals['_GETJOURNALREQUEST']._serialized_end=1381
-  _globals['_JOURNAL']._serialized_start=1383
-  _globals['_JOURNAL']._serialized_end=1414
-  _globals['_CHECKPOINTINFO']._serialized_start=1416
-  _globals['_CHECKPOINTINFO']._serialized_end=1454
-  _globals['_GETLOGLEVELREQUEST']._serialized_start=1456
-  _globals['_GETLOGLEVELREQUEST']._serialized_end=1476
-  _globals['_LOGLEVELS']._serialized_start=1478
-  _globals['_LOGLEVELS']._serialized_end=1538
-  _globals['_SETLOGLEVELREQUEST']._serialized_start=1540
-  _globals['_SETLOGLEVELREQUEST']._serialized_end=1591
-  _globals['_GETTRACESAMPLINGREQUEST']._serialized_start=1593
-  _globals['_GETTRACESAMPLINGREQUEST']._serialized_end=1618
-  _globals['_TRACESAMPLING']._serialized_start=1620
-  _globals['_TRACESAMPLING']._serialized_end=1697
-  _globals['_SETTRACESAMPLINGREQUEST']._serialized_start=1699
-  _globals['_SETTRACESAMPLINGREQUEST']._serialized_end=1804
-  _globals['_WATCHREQUEST']._serialized_start=1806
-  _globals['_WATCHREQUEST']._serialized_end=1835
-  _globals['_EVENT']._serialized_start=1838
-  _globals['_EVENT']._serialized_end=1979
-  _globals['_SETAFFINITYREQUEST']._serialized_start=1981
-  _globals['_SETAFFINITYREQUEST']._serialized_end=2049
-  _globals['_SETNUMANODEREQUEST']._serialized_start=2051
-  _globals['_SETNUMANODEREQUEST']._serialized_end=2085
-  _globals['_GETPLACEMENTREQUEST']._serialized_start=2087
-  _globals['_GETPLACEMENTREQUEST']._serialized_end=2108
-  _globals['_PLACEMENT']._serialized_start=2110
-  _globals['_PLACEMENT']._serialized_end=2194
-  _globals['_CONTROL']._serialized_start=2337
-  _globals['_CONTROL']._serialized_end=3664
+  _globals['_SEARCHLOGSREQUEST']._serialized_start=1348
+  _globals['_SEARCHLOGSREQUEST']._serialized_end=1532
+  _globals['_LOGLIST']._serialized_start=1534
+  _globals['_LOGLIST']._serialized_end=1565
+  _globals['_GETJOURNALREQUEST']._serialized_start=1567
+  _globals['_GETJOURNALREQUEST']._serialized_end=1601
+  _globals['_JOURNAL']._serialized_start=1603
+  _globals['_JOURNAL']._serialized_end=1634
+  _globals['_CHECKPOINTINFO']._serialized_start=1636
+  _globals['_CHECKPOINTINFO']._serialized_end=1674
+  _globals['_GETLOGLEVELREQUEST']._serialized_start=1676
+  _globals['_GETLOGLEVELREQUEST']._serialized_end=1696
+  _globals['_LOGLEVELS']._serialized_start=1698
+  _globals['_LOGLEVELS']._serialized_end=1758
+  _globals['_SETLOGLEVELREQUEST']._serialized_start=1760
+  _globals['_SETLOGLEVELREQUEST']._serialized_end=1811
+  _globals['_GETTRACESAMPLINGREQUEST']._serialized_start=1813
+  _globals['_GETTRACESAMPLINGREQUEST']._serialized_end=1838
+  _globals['_TRACESAMPLING']._serialized_start=1840
+  _globals['_TRACESAMPLING']._serialized_end=1917
+  _globals['_SETTRACESAMPLINGREQUEST']._serialized_start=1919
+  _globals['_SETTRACESAMPLINGREQUEST']._serialized_end=2024
+  _globals['_WATCHREQUEST']._serialized_start=2026
+  _globals['_WATCHREQUEST']._serialized_end=2055
+  _globals['_EVENT']._serialized_start=2058
+  _globals['_EVENT']._serialized_end=2199
+  _globals['_SETAFFINITYREQUEST']._serialized_start=2201
+  _globals['_SETAFFINITYREQUEST']._serialized_end=2269
+  _globals['_SETNUMANODEREQUEST']._serialized_start=2271
+  _globals['_SETNUMANODEREQUEST']._serialized_end=2305
+  _globals['_GETPLACEMENTREQUEST']._serialized_start=2307
+  _globals['_GETPLACEMENTREQUEST']._serialized_end=2328
+  _globals['_PLACEMENT']._serialized_start=2330
+  _globals['_PLACEMENT']._serialized_end=2414
+  _globals['_CONTROL']._serialized_start=2557
+  _globals['_CONTROL']._serialized_end=3948
 # @@protoc_insertion_point(module_scope)

@@ -208,6 +208,34 @@ class Diagnosis(_message.Message):
     details_json: str
     def __init__(self, details_json: _Optional[str] = ...) -> None: ...
 
+class SearchLogsRequest(_message.Message):
+    __slots__ = ("level", "event", "since_ns", "until_ns", "trace_id", "node", "text", "limit", "after_seq")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_NS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_NS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    event: str
+    since_ns: int
+    until_ns: int
+    trace_id: str
+    node: str
+    text: str
+    limit: int
+    after_seq: int
+    def __init__(self, level: _Optional[str] = ..., event: _Optional[str] = ..., since_ns: _Optional[int] = ..., until_ns: _Optional[int] = ..., trace_id: _Optional[str] = ..., node: _Optional[str] = ..., text: _Optional[str] = ..., limit: _Optional[int] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class LogList(_message.Message):
+    __slots__ = ("details_json",)
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    details_json: str
+    def __init__(self, details_json: _Optional[str] = ...) -> None: ...
+
 class GetJournalRequest(_message.Message):
     __slots__ = ("limit",)
     LIMIT_FIELD_NUMBER: _ClassVar[int]

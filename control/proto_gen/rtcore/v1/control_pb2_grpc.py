@@ -129,6 +129,11 @@ class ControlStub:
                 request_serializer=rtcore_dot_v1_dot_control__pb2.DiagnoseRequest.SerializeToString,
                 response_deserializer=rtcore_dot_v1_dot_control__pb2.Diagnosis.FromString,
                 _registered_method=True)
+        self.SearchLogs = channel.unary_unary(
+                '/rtcore.v1.Control/SearchLogs',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.SearchLogsRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.LogList.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/rtcore.v1.Control/Watch',
                 request_serializer=rtcore_dot_v1_dot_control__pb2.WatchRequest.SerializeToString,
@@ -270,6 +275,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchLogs(self, request, context):
+        """The node's logs (RT and agent, ECS documents) from its embedded store:
+        newest first, or with after_seq the ones stored after it, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Events and alerts as they happen. The agent sends the response headers
         as soon as the subscription exists, so a client that has received them
@@ -377,6 +390,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Diagnose,
                     request_deserializer=rtcore_dot_v1_dot_control__pb2.DiagnoseRequest.FromString,
                     response_serializer=rtcore_dot_v1_dot_control__pb2.Diagnosis.SerializeToString,
+            ),
+            'SearchLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchLogs,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.SearchLogsRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.LogList.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -897,6 +915,33 @@ class Control:
             '/rtcore.v1.Control/Diagnose',
             rtcore_dot_v1_dot_control__pb2.DiagnoseRequest.SerializeToString,
             rtcore_dot_v1_dot_control__pb2.Diagnosis.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/SearchLogs',
+            rtcore_dot_v1_dot_control__pb2.SearchLogsRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.LogList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,154 @@
+"""`rtctl logs search|tail`: the node's logs (RT and agent) from its embedded store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from control.api import LOG_LEVELS
+from control.cli.common import (
+    Formatter,
+    Report,
+    add_client_command,
+    connect,
+    int_in,
+    since_ns,
+)
+
+NAME = "logs"
+HELP = "search the node's logs, or follow them"
+TAIL_POLL_S = 0.5
+WHEN_HELP = "an age (30s, 10m, 2h, 1d) or an ISO time (local time unless it has a zone)"
+
+
+def add(commands: Any) -> None:
+    logs = commands.add_parser(
+        NAME,
+        help=HELP,
+        description="The node's logs, RT loop and agent alike, as the embedded log store "
+        "keeps them (ECS documents). Every filter narrows the search.",
+        formatter_class=Formatter,
+    )
+    cmds = logs.add_subparsers(dest="logs_command", metavar="COMMAND", required=True)
+    search = add_client_command(
+        cmds,
+        "search",
+        _search,
+        "find log records, newest first",
+        "Find log records, newest first: time, level, node, process[pid/thread], event "
+        "and message, then the record's own fields. --json: one document with the ECS "
+        "records.",
+        "  rtctl logs search --event deadline_miss --since 10m\n"
+        "  rtctl logs search --level error overrun",
+    )
+    search.add_argument("text", nargs="*", metavar="TEXT", help="words the message must contain")
+    search.add_argument(
+        "--level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"this level and worse: {', '.join(LOG_LEVELS)} (any case)",
+    )
+    search.add_argument(
+        "--event", default="", metavar="EVENT", help="event.action, e.g. deadline_miss"
+    )
+    search.add_argument("--since", type=since_ns, default=0, metavar="WHEN", help=WHEN_HELP)
+    search.add_argument("--until", type=since_ns, default=0, metavar="WHEN", help=WHEN_HELP)
+    search.add_argument("--trace", default="", metavar="TRACE_ID", help="records of one trace")
+    search.add_argument("--node", default="", metavar="NODE", help="records of one node")
+    search.add_argument(
+        "--limit", type=int_in(1, 1000), default=100, metavar="N", help="at most N (default 100)"
+    )
+    tail = add_client_command(
+        cmds,
+        "tail",
+        _tail,
+        "the latest records, oldest first; -f follows",
+        "Show the latest records in time order; with -f keep printing new ones as the "
+        "store gets them, until interrupted.",
+        "  rtctl logs tail -n 50 -f --level warn",
+    )
+    tail.add_argument(
+        "-n", dest="limit", type=int_in(1, 1000), default=20, metavar="N", help="last N (20)"
+    )
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
+    tail.add_argument(
+        "--level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL", help="this level and worse"
+    )
+
+
+def _query(args: argparse.Namespace) -> dict[str, Any]:
+    query: dict[str, Any] = {"limit": args.limit}
+    if args.level:
+        query["level"] = args.level
+    for key, attr in (("event", "event"), ("trace_id", "trace"), ("node", "node")):
+        if getattr(args, attr, ""):
+            query[key] = getattr(args, attr)
+    if getattr(args, "text", None):
+        query["text"] = " ".join(args.text)
+    if getattr(args, "since", 0):
+        query["since_ns"] = args.since
+    if getattr(args, "until", 0):
+        query["until_ns"] = args.until
+    return query
+
+
+def _search(args: argparse.Namespace) -> Report:
+    with connect(args) as client:
+        return client.search_logs(**_query(args)), render_logs
+
+
+def _tail(args: argparse.Namespace) -> Report:
+    query = _query(args)
+    with connect(args) as client:
+        doc = client.search_logs(**query)
+        records = list(reversed(doc["logs"]))
+        if not args.follow:
+            return {**doc, "logs": records}, render_logs
+        last = _emit(records, args.json, 0)
+        query.pop("limit")
+        while True:
+            time.sleep(TAIL_POLL_S)
+            newer = client.search_logs(**query, after_seq=last, limit=1000)["logs"]
+            last = _emit(newer, args.json, last)
+
+
+def _emit(records: list[dict[str, Any]], as_json: bool, last: int) -> int:
+    for rec in records:
+        print(json.dumps(rec) if as_json else render_line(rec), flush=True)
+        last = max(last, int(rec.get("_seq", 0)))
+    return last
+
+
+def render_logs(doc: dict[str, Any]) -> str:
+    if not doc["logs"]:
+        return "no log records match"
+    return "\n".join(render_line(rec) for rec in doc["logs"])
+
+
+def render_line(rec: dict[str, Any]) -> str:
+    """time level node process[pid/tid] event: message  field=value ..."""
+    process = rec.get("process", {})
+    rtcore = rec.get("rtcore", {})
+    thread = process.get("thread", {}).get("id", "?")
+    where = f"{process.get('name', '?')}[{process.get('pid', '?')}/{thread}]"
+    action = rec.get("event", {}).get("action")
+    fields = dict(rtcore.get("fields") or {})
+    if "cycle" in rtcore:
+        fields = {"cycle": rtcore["cycle"], **fields}
+    if trace := rec.get("trace", {}).get("id"):
+        fields["trace"] = trace
+    extra = "  " + " ".join(f"{k}={_value(v)}" for k, v in fields.items()) if fields else ""
+    return (
+        f"{rec.get('@timestamp', '?')} {rec.get('log', {}).get('level', '?'):<8} "
+        f"{rtcore.get('node', '?')} {where} {action + ': ' if action else ''}"
+        f"{rec.get('message', '')}{extra}"
+    )
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return json.dumps(v) if isinstance(v, dict | list) else str(v)

@@ -1,0 +1,575 @@
+"""The embedded log store: every spooled record, searchable, in the data
+directory, without a server (tantivy).
+
+One tantivy index per UTC day (`logs-YYYYMMDD/`): retention removes whole
+days, and a query opens only the days its time range overlaps. A record is
+indexed by the fields queries filter on (time, seq, level, event.action,
+trace.id, service.node.name, the message's words) and keeps its ECS document
+as stored bytes, the only stored field: filters never read documents, and a
+hit costs one read.
+
+Filters are MUST clauses of one boolean query, so tantivy intersects posting
+lists and a common word with a rare level and a rare event costs what the
+rare terms cost. Newest first means top-k by the time fast field, whose cost
+grows with the matches: when a query matches many records of a day, the day
+is searched in time windows from the newest back, the first sized from the
+terms' document frequencies to hold a few times `limit`.
+
+deliver() commits every index it touched before it returns, so a record is
+searchable once its batch is acknowledged. Delivery is at-least-once: a day
+ignores records whose seq is not above the highest it holds (per day, since a
+crash may land between two days' commits).
+
+A day whose index cannot be opened is moved aside (`<dir>.damaged-<ts>`),
+counted and logged once; the store carries on without it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import random
+import shutil
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import tantivy
+from loguru import logger
+
+from control.errors import InvalidArgument
+from control.logs.sink import Delivery, Record
+
+DAY_NS = 86_400 * 1_000_000_000
+DIR_PREFIX = "logs-"
+LEVELS = (10, 20, 30, 40, 50)
+WRITER_HEAP_BYTES = 64 << 20
+MAX_WRITERS = 2  # today's, and one for late records of another day
+WRITER_IDLE_S = 60.0
+LOW_WATER = 0.9  # size retention removes down to this share of max_bytes
+BACKOFF_S = (0.1, 30.0)  # first and longest wait after a failed delivery
+# windowed search: used when a day may hold more matches than this
+WINDOW_ABOVE = 20_000
+WINDOW_TARGET = 4  # the first window is sized to hold this many times what is still needed
+WINDOW_GROWTH = 8
+MIN_WINDOW_NS = 1_000_000_000
+CUTOFF_NS = 1_000_000  # size retention's cutoff time resolution
+
+
+class StoreError(OSError):
+    """The store directory cannot be used; the message says why."""
+
+
+def _schema() -> tantivy.Schema:
+    sb = tantivy.SchemaBuilder()
+    sb.add_integer_field("time_ns", fast=True)  # ranges and order come from the column
+    sb.add_integer_field("seq", fast=True)
+    sb.add_integer_field("level", indexed=True)  # level_min: a union of at most 5 posting lists
+    for name in ("event", "trace", "node"):
+        sb.add_text_field(name, tokenizer_name="raw", index_option="basic")
+    sb.add_text_field("message", index_option="basic")  # words must match, no phrases
+    sb.add_bytes_field("doc", stored=True)
+    return sb.build()
+
+
+SCHEMA = _schema()
+# tantivy's "default" tokenizer, which indexes message: the query's words go through it too
+_WORDS = (
+    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+    .filter(tantivy.Filter.remove_long(40))
+    .filter(tantivy.Filter.lowercase())
+    .build()
+)
+
+
+def day_dir_name(day: int) -> str:
+    return DIR_PREFIX + time.strftime("%Y%m%d", time.gmtime(day * 86_400))
+
+
+@dataclass
+class _Day:
+    number: int  # days since the epoch, UTC
+    path: str
+    index: tantivy.Index
+    writer: tantivy.IndexWriter | None = None
+    max_seq: int = -1  # highest seq committed; read when the writer opens
+    used: float = field(default_factory=time.monotonic)
+
+
+class LogStore:
+    """A Sink (name "store") that also answers searches. Thread-safe: one
+    writer (the pipeline's worker, or retention) at a time; searches run
+    beside it on the last committed state."""
+
+    name = "store"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_age_s: float = 30 * 86_400,
+        max_bytes: int = 2 << 30,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.max_age_s = max_age_s
+        self.max_bytes = max_bytes
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"log store directory {self.directory}: {e.strerror}") from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise StoreError(f"log store directory {self.directory} is not writable")
+        self._write = threading.Lock()
+        # replaced, never mutated, so a search reads a consistent map without the lock
+        self._days: dict[int, _Day] = {}
+        self.counts = {"duplicates": 0, "expired": 0, "malformed": 0, "damaged": 0}
+        self.last_seq = -1
+        self.error: str | None = None  # why the last delivery failed; None once one succeeds
+        self._failures = 0
+        for name in sorted(os.listdir(self.directory)):
+            number = _parse_day(name)
+            # a day without meta.json holds nothing yet: it is made when a record comes
+            if number is not None and os.path.exists(
+                os.path.join(self.directory, name, "meta.json")
+            ):
+                self._open_day(number)
+
+    # ---- writing ------------------------------------------------------------------
+
+    def deliver(self, records: Sequence[Record]) -> Delivery:
+        """Indexes and commits the batch; never raises for a failing disk: the
+        batch is retried after a backoff, and what was committed is skipped."""
+        with self._write:
+            pending: dict[int, tuple[_Day, int]] = {}  # day -> (it, last seq added), uncommitted
+            try:
+                self._add(records, pending)
+                while pending:
+                    self._commit(*pending.pop(next(iter(pending))))
+            except (OSError, ValueError) as e:
+                return self._failed([day for day, _ in pending.values()], e)
+            self._close_idle()
+            self._failures = 0
+            self.error = None
+            return Delivery(len(records))
+
+    def _add(self, records: Sequence[Record], pending: dict[int, tuple[_Day, int]]) -> None:
+        first_kept = self._first_kept_day(time.time_ns())
+        number = -1
+        day: _Day | None = None
+        writer: tantivy.IndexWriter | None = None
+        for seq, time_ns, level, doc in records:
+            if time_ns // DAY_NS != number:
+                number = time_ns // DAY_NS
+                day = self._day(number) if number >= first_kept else None
+                writer = self._writer(day, pending) if day is not None else None
+            if day is None or writer is None:
+                self.counts["expired"] += 1
+            elif seq <= day.max_seq:
+                self.counts["duplicates"] += 1
+            else:
+                writer.add_document(self._document(seq, time_ns, level, doc))
+                pending[number] = (day, seq)
+
+    def _commit(self, day: _Day, last_seq: int) -> None:
+        assert day.writer is not None
+        day.writer.commit()
+        day.max_seq = last_seq
+        self.last_seq = max(self.last_seq, last_seq)
+        day.index.reload()
+
+    def _day(self, number: int) -> _Day:
+        # a damaged index is moved aside, and the day starts afresh
+        day = self._days.get(number) or self._open_day(number) or self._open_day(number)
+        if day is None:
+            raise OSError(f"cannot open the index of {day_dir_name(number)}")
+        return day
+
+    def _writer(self, day: _Day, pending: dict[int, tuple[_Day, int]]) -> tantivy.IndexWriter:
+        """The day's writer, opened (reading its max_seq) if need be; beyond
+        MAX_WRITERS the least recently used one is committed and closed."""
+        day.used = time.monotonic()
+        if day.writer is None:
+            open_writers = sorted(
+                (d for d in self._days.values() if d.writer is not None), key=lambda d: d.used
+            )
+            for old in open_writers[: max(0, len(open_writers) - MAX_WRITERS + 1)]:
+                if old.number in pending:
+                    self._commit(*pending.pop(old.number))
+                _close_writer(old)
+            day.writer = day.index.writer(WRITER_HEAP_BYTES, 2)
+            day.max_seq = _max_seq(day.index.searcher())
+            self.last_seq = max(self.last_seq, day.max_seq)
+        return day.writer
+
+    def _document(self, seq: int, time_ns: int, level: int, doc: bytes) -> tantivy.Document:
+        try:
+            ecs = orjson.loads(doc)
+        except orjson.JSONDecodeError:
+            ecs = None
+        if not isinstance(ecs, dict):
+            # kept searchable by its text, stored as a document search can return
+            self.counts["malformed"] += 1
+            ecs = {"message": doc.decode(errors="replace"), "rtcore": {"malformed": "not JSON"}}
+            doc = orjson.dumps(ecs)
+        d = tantivy.Document()
+        d.add_integer("time_ns", time_ns)
+        d.add_integer("seq", seq)
+        d.add_integer("level", level)
+        d.add_bytes("doc", doc)
+        # spelled out rather than looped: this runs for every record
+        message = ecs.get("message")
+        if isinstance(message, str):
+            d.add_text("message", message)
+        event = ecs.get("event")
+        if isinstance(event, dict) and isinstance(action := event.get("action"), str):
+            d.add_text("event", action)
+        trace = ecs.get("trace")
+        if isinstance(trace, dict) and isinstance(trace_id := trace.get("id"), str):
+            d.add_text("trace", trace_id)
+        service = ecs.get("service")
+        node = service.get("node") if isinstance(service, dict) else None
+        if isinstance(node, dict) and isinstance(name := node.get("name"), str):
+            d.add_text("node", name)
+        return d
+
+    def _failed(self, touched: list[_Day], error: Exception) -> Delivery:
+        # uncommitted documents go with their writer; a replay skips what was committed
+        for day in touched:
+            _close_writer(day, rollback=True)
+        self._failures += 1
+        self.error = (
+            f"log store {self.directory}: {error} ({_free_mib(self.directory)} free on its disk)"
+        )
+        if self._failures == 1:
+            logger.warning("{}; retrying", self.error)
+        first, longest = BACKOFF_S
+        wait = min(longest, first * 2 ** (self._failures - 1))
+        return Delivery(0, wait * random.uniform(0.5, 1.0))
+
+    def _close_idle(self) -> None:
+        idle = time.monotonic() - WRITER_IDLE_S
+        for day in self._days.values():
+            if day.writer is not None and day.used < idle:
+                _close_writer(day)
+
+    # ---- days ---------------------------------------------------------------------
+
+    def _open_day(self, number: int) -> _Day | None:
+        """The day's index, made if it has none yet (OSError if that fails);
+        None when it has one that cannot be opened: then it is moved aside."""
+        path = os.path.join(self.directory, day_dir_name(number))
+        existed = os.path.exists(os.path.join(path, "meta.json"))
+        try:
+            os.makedirs(path, exist_ok=True)
+            index = tantivy.Index(SCHEMA, path=path, reuse=True)
+        except (OSError, ValueError) as e:
+            if not existed:
+                raise OSError(f"cannot make the index {path}: {e}") from None
+            self._set_aside(path, e)
+            return None
+        index.config_reader("Manual")  # reloaded after each commit, no watcher thread
+        day = _Day(number, path, index)
+        self._days = {**self._days, number: day}
+        return day
+
+    def _set_aside(self, path: str, error: Exception) -> None:
+        aside = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        try:
+            os.rename(path, aside)
+        except OSError as e:
+            logger.error("log store: {} cannot be opened ({}) nor moved aside: {}", path, error, e)
+            return
+        self.counts["damaged"] += 1
+        logger.error("log store: {} cannot be opened ({}); moved to {}", path, error, aside)
+
+    def _remove_day(self, day: _Day) -> None:
+        _close_writer(day)
+        self._days = {n: d for n, d in self._days.items() if n != day.number}
+        shutil.rmtree(day.path, ignore_errors=True)
+
+    def _first_kept_day(self, now_ns: int) -> int:
+        """Days before this one are past max_age_s (all their records are)."""
+        return (now_ns - int(self.max_age_s * 1e9)) // DAY_NS
+
+    # ---- retention ----------------------------------------------------------------
+
+    def retention(self, now_ns: int | None = None) -> dict[str, Any]:
+        """Removes the days older than max_age_s, then the oldest days until the
+        store fits max_bytes; a single day over the cap loses its oldest records
+        (their space returns as tantivy drops or merges their segments)."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        removed: list[str] = []
+        deleted = 0
+        with self._write:
+            first_kept = self._first_kept_day(now_ns)
+            for day in sorted(self._days.values(), key=lambda d: d.number):
+                if day.number < first_kept:
+                    removed.append(os.path.basename(day.path))
+                    self._remove_day(day)
+            while len(self._days) > 1 and self._bytes() > self.max_bytes:
+                oldest = self._days[min(self._days)]
+                removed.append(os.path.basename(oldest.path))
+                self._remove_day(oldest)
+            if len(self._days) == 1:
+                [day] = self._days.values()
+                # deleted records keep their bytes until tantivy drops or merges
+                # their segment: count only the live share, or each pass would
+                # delete again what the last one did
+                live = self._bytes() * _live_share(day.path)
+                if live > self.max_bytes:
+                    deleted = self._delete_oldest(day, 1 - self.max_bytes * LOW_WATER / live)
+        return {"days_removed": removed, "records_deleted": deleted, "bytes": self._bytes()}
+
+    def _delete_oldest(self, day: _Day, share: float) -> int:
+        """Deletes the oldest `share` of the day's records (to CUTOFF_NS)."""
+        searcher = day.index.searcher()
+        wanted = round(searcher.num_docs * share)
+        if wanted <= 0:
+            return 0
+        # bisect for the cutoff on counts of the time column: exact, unlike the
+        # percentile aggregation, whose relative error is days at epoch nanoseconds
+        lo, hi = day.number * DAY_NS, (day.number + 1) * DAY_NS
+        while hi - lo > CUTOFF_NS:
+            mid = (lo + hi) // 2
+            if _count(searcher, _range("time_ns", None, mid - 1)) < wanted:
+                lo = mid
+            else:
+                hi = mid
+        older = _range("time_ns", None, hi - 1)
+        deleted = _count(searcher, older)
+        writer = self._writer(day, {})
+        writer.delete_documents_by_query(older)
+        writer.commit()
+        writer.garbage_collect_files()
+        day.index.reload()
+        return deleted
+
+    # ---- reading ------------------------------------------------------------------
+
+    def search(
+        self,
+        *,
+        level_min: int | None = None,
+        event: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        trace_id: str | None = None,
+        node: str | None = None,
+        text: str | None = None,
+        limit: int = 100,
+        after_seq: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records matching every filter given, newest first; with after_seq,
+        the records after it in seq order (for following the log). Each is its
+        ECS document plus "_seq". `text`: words that must all be in the message
+        (no query syntax); a text without words matches nothing."""
+        if limit < 1:
+            raise InvalidArgument("limit", f"must be at least 1, not {limit}")
+        if level_min is not None and level_min > LEVELS[-1]:
+            raise InvalidArgument("level_min", f"{level_min} is above CRITICAL ({LEVELS[-1]})")
+        if since_ns is not None and until_ns is not None and since_ns > until_ns:
+            raise InvalidArgument("since", "is after until")
+        terms = [(f, v) for f, v in (("event", event), ("trace", trace_id), ("node", node)) if v]
+        if text is not None:
+            words = sorted(set(_WORDS.analyze(text)))
+            if not words:
+                return []
+            terms += [("message", w) for w in words]
+        levels = [lv for lv in LEVELS if level_min is None or lv >= level_min]
+        lo = since_ns if since_ns is not None else 0
+        hi = until_ns if until_ns is not None else 2**63 - 1
+        days = [d for n, d in sorted(self._days.items()) if lo // DAY_NS <= n <= hi // DAY_NS]
+        query = _Filters(terms, levels if len(levels) < len(LEVELS) else [])
+        if after_seq is not None:
+            hits = self._after(days, query, lo, hi, after_seq, limit)
+        else:
+            hits = self._newest(days, query, lo, hi, limit)
+        return _results(hits)
+
+    def _newest(
+        self, days: list[_Day], query: _Filters, lo: int, hi: int, limit: int
+    ) -> list[tuple[tantivy.Searcher, tantivy.DocAddress]]:
+        found: list[tuple[tantivy.Searcher, tantivy.DocAddress]] = []
+        for day in reversed(days):
+            searcher = day.index.searcher()
+            start = max(lo, day.number * DAY_NS)
+            end = min(hi, (day.number + 1) * DAY_NS - 1)
+            matches = query.most_matches(searcher)
+            for window_lo, window_hi in _windows(matches, start, end, limit - len(found)):
+                hits = searcher.search(
+                    query.build(_range("time_ns", window_lo, window_hi)),
+                    limit - len(found),
+                    count=False,
+                    order_by_field="time_ns",
+                    order=tantivy.Order.Desc,
+                ).hits
+                found += [(searcher, address) for _, address in hits]
+                if len(found) == limit:
+                    return found
+        return found
+
+    def _after(
+        self, days: list[_Day], query: _Filters, lo: int, hi: int, after_seq: int, limit: int
+    ) -> list[tuple[tantivy.Searcher, tantivy.DocAddress]]:
+        # a late record lands in an older day with a higher seq: every day can hold some
+        found: list[tuple[int, tantivy.Searcher, tantivy.DocAddress]] = []
+        for day in days:
+            searcher = day.index.searcher()
+            hits = searcher.search(
+                query.build(_range("time_ns", lo, hi), _range("seq", after_seq + 1, None)),
+                limit,
+                count=False,
+                order_by_field="seq",
+                order=tantivy.Order.Asc,
+            ).hits
+            found += [(seq, searcher, address) for seq, address in hits]
+        found.sort(key=lambda hit: hit[0])
+        return [(searcher, address) for _, searcher, address in found[:limit]]
+
+    # ---- state --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        days = self._days
+        return {
+            "docs": sum(d.index.searcher().num_docs for d in days.values()),
+            "bytes": self._bytes(),
+            "days": len(days),
+            "last_seq": self.last_seq,
+            **self.counts,
+            "error": self.error,
+        }
+
+    def _bytes(self) -> int:
+        return sum(_tree_bytes(d.path) for d in self._days.values())
+
+    def close(self) -> None:
+        with self._write:
+            for day in self._days.values():
+                _close_writer(day)
+
+
+@dataclass(frozen=True)
+class _Filters:
+    terms: list[tuple[str, str]]  # (field, exact term): all must match
+    levels: list[int]  # any of them must match; empty: every level
+
+    def build(self, *ranges: tantivy.Query) -> tantivy.Query:
+        clauses = [
+            tantivy.Query.term_query(SCHEMA, f, v, index_option="basic") for f, v in self.terms
+        ]
+        if self.levels:
+            clauses.append(tantivy.Query.term_set_query(SCHEMA, "level", self.levels))
+        clauses += ranges
+        return tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in clauses])
+
+    def most_matches(self, searcher: tantivy.Searcher) -> int:
+        """An upper bound on the day's matches, from document frequencies."""
+        bound = searcher.num_docs
+        for f, v in self.terms:
+            bound = min(bound, searcher.doc_freq(f, v))
+        if self.levels:
+            bound = min(bound, sum(searcher.doc_freq("level", lv) for lv in self.levels))
+        return bound
+
+
+def _windows(matches: int, start: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
+    """[lo, hi] windows covering [start, end] from the newest back, growing,
+    for a day with at most `matches` matches: small enough that top-k by
+    time does not walk every match of a busy day."""
+    if start > end:
+        return
+    if matches <= WINDOW_ABOVE:
+        yield start, end
+        return
+    width = max(MIN_WINDOW_NS, DAY_NS * WINDOW_TARGET * wanted // matches)
+    hi = end
+    while hi >= start:
+        lo = max(start, hi - width + 1)
+        yield lo, hi
+        hi = lo - 1
+        width *= WINDOW_GROWTH
+
+
+def _range(name: str, lo: int | None, hi: int | None) -> tantivy.Query:
+    return tantivy.Query.range_query(SCHEMA, name, tantivy.FieldType.Integer, lo, hi)
+
+
+def _count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
+    return int(searcher.search(query, 1).count)  # type: ignore[attr-defined]  # not in the stub
+
+
+def _results(hits: list[tuple[tantivy.Searcher, tantivy.DocAddress]]) -> list[dict[str, Any]]:
+    seq_of: dict[int, int] = {}  # position in hits -> seq
+    # one column read per searcher: each read opens the column
+    for searcher in {id(s): s for s, _ in hits}.values():
+        positions = [i for i, (s, _) in enumerate(hits) if s is searcher]
+        values = searcher.fast_field_values("seq", [hits[i][1] for i in positions])
+        seq_of.update((i, int(v or 0)) for i, v in zip(positions, values, strict=True))
+    out = []
+    for i, (searcher, address) in enumerate(hits):
+        doc: dict[str, Any] = orjson.loads(searcher.doc(address).get_first("doc") or b"{}")
+        doc["_seq"] = seq_of[i]
+        out.append(doc)
+    return out
+
+
+def _max_seq(searcher: tantivy.Searcher) -> int:
+    hits = searcher.search(tantivy.Query.all_query(), 1, count=False, order_by_field="seq").hits
+    return int(hits[0][0]) if hits else -1
+
+
+def _close_writer(day: _Day, rollback: bool = False) -> None:
+    writer, day.writer = day.writer, None
+    if writer is None:
+        return
+    try:
+        if rollback:
+            writer.rollback()
+        writer.wait_merging_threads()
+    except (OSError, ValueError) as e:
+        if not rollback:  # after a failure the writer is often dead already
+            logger.warning("log store: closing the writer of {}: {}", day.path, e)
+
+
+def _parse_day(name: str) -> int | None:
+    if not name.startswith(DIR_PREFIX) or len(name) != len(DIR_PREFIX) + 8:
+        return None
+    try:
+        t = time.strptime(name[len(DIR_PREFIX) :], "%Y%m%d")
+    except ValueError:
+        return None
+    return calendar.timegm(t) // 86_400
+
+
+def _live_share(path: str) -> float:
+    """The share of the index's documents not deleted, from tantivy's meta.json."""
+    try:
+        with open(os.path.join(path, "meta.json"), "rb") as f:
+            segments = orjson.loads(f.read())["segments"]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return 1.0
+    total = sum(s["max_doc"] for s in segments)
+    deleted = sum((s.get("deletes") or {}).get("num_deleted_docs", 0) for s in segments)
+    return (total - deleted) / total if total else 1.0
+
+
+def _free_mib(path: str) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free >> 20} MiB"
+    except OSError as e:
+        return f"unknown MiB ({e.strerror})"
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    try:
+        with os.scandir(path) as entries:
+            for e in entries:
+                if e.is_file(follow_symlinks=False):
+                    total += e.stat(follow_symlinks=False).st_size
+    except FileNotFoundError:
+        pass
+    return total
