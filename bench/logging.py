@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import machine
+from bench import log_pipeline, logs_search, machine
 from bench.baselines import BaselineUnavailable
 from bench.baselines.callgrind import instructions_per_call
 from bench.baselines.pylogging import python_queue_logging_ns
@@ -38,6 +38,7 @@ from bench.latency import INTERFERENCE_NOTE, interference_warnings, run_rt
 from bench.runner import (
     BenchError,
     background_rt,
+    build_chatty,
     last_line,
     open_running,
     run_bounded,
@@ -47,8 +48,6 @@ from bench.runner import (
 )
 from rtcore import _core, stats
 
-CHATTY = Path(__file__).with_name("tasks") / "chatty.c"
-INCLUDE = Path(__file__).resolve().parent.parent / "rtcore" / "include"
 LOGS_PER_CYCLE = 10
 SPANS_PER_CYCLE = 3
 EXEC_CYCLES = 3000
@@ -72,6 +71,11 @@ class LoggingOptions:
     count: int = 1_000_000
     cpu: int | None = None
     priority: int = 80
+    delivery_s: float = 20.0  # the log pipeline's delivery probe
+    sustain_s: float = 60.0  # the log pipeline at 200,000 records a second
+    search_records: int = 10_000_000  # the embedded store's search benchmark (0: skip)
+    search_days: float = 10.0
+    opensearch: bool = True  # the real OpenSearch as the same-run baseline
 
 
 def _round(v: float | None, nd: int = 1) -> float | None:
@@ -269,18 +273,6 @@ def _node_drainer_rate() -> dict:
 # ---- cycle cost (real RT process) ------------------------------------------
 
 
-def _build_chatty(out_dir: str) -> str:
-    lib = str(Path(out_dir) / "libchatty.so")
-    done = run_bounded(
-        ["gcc", "-shared", "-fPIC", "-O2", f"-I{INCLUDE}", "-o", lib, str(CHATTY)],
-        timeout=120,
-        what="gcc building the benchmark task",
-    )
-    if done.returncode != 0:
-        raise BenchError(f"cannot build the benchmark task: {last_line(done.stderr)}")
-    return lib
-
-
 def _cycle_cost(cpu: int, priority: int) -> dict:
     """Execution time of the chatty task recording nothing (quiet) and
     recording LOGS + SPANS a cycle (loud), alternating runs so drift hits
@@ -288,7 +280,7 @@ def _cycle_cost(cpu: int, priority: int) -> dict:
     runs: dict[str, list] = {"quiet": [], "loud": []}
     seen = []
     with tempfile.TemporaryDirectory(prefix="rtc-bench-") as tmp:
-        lib = _build_chatty(tmp)
+        lib = build_chatty(tmp)
         for _ in range(EXEC_ROUNDS):
             for kind in ("quiet", "loud"):
                 watch = machine.Watch(cpu)
@@ -433,6 +425,15 @@ def _promote(cpu: int, priority: int) -> dict:
 # ---- the whole run ---------------------------------------------------------
 
 
+def _search(opts: LoggingOptions) -> dict | None:
+    """The embedded store's search benchmark (bench/logs_search.py) in a
+    scratch directory, removed after."""
+    if not opts.search_records:
+        return None
+    with tempfile.TemporaryDirectory(prefix="rtc-bench-logsearch-") as tmp:
+        return logs_search.run(opts.search_records, opts.search_days, Path(tmp), opts.opensearch)
+
+
 def run(opts: LoggingOptions) -> dict:
     cpu = machine.default_cpu() if opts.cpu is None else opts.cpu
     machine.check_cpu(cpu)
@@ -454,6 +455,8 @@ def run(opts: LoggingOptions) -> dict:
         node_drain = _node_drainer_rate()
         cycle_cost = _cycle_cost(cpu, opts.priority)
         promote = _promote(cpu, opts.priority)
+    pipeline = log_pipeline.run(cpu, opts.delivery_s, opts.sustain_s, opts.opensearch)
+    search = _search(opts)
     sub = push["sub_batch"]
     log = _push_summary(push["log"], sub)
     span = _push_summary(push["span"], sub)
@@ -517,7 +520,15 @@ def run(opts: LoggingOptions) -> dict:
         "cycle_cost": cycle_cost,
         "added_exec_ns": cycle_cost["added_exec_ns"],
         "promote_cycles": promote,
+        "pipeline": pipeline,
+        "delivery_ms": pipeline["delivery"]["delivery_ms"],
+        "bulk_delivery_ms": pipeline["delivery"]["bulk_delivery_ms"],
+        "sustained_records_per_s": pipeline["sustained"]["stored_records_per_s"],
+        "search": search,
+        "search_ms": search.get("search_ms") if search else None,
         "goals": {
+            **pipeline["goals"],
+            "search_p95_le_50ms_every_shape": search["meets_goal"] if search else None,
             "spdlog_over_log_push_ge_3": None if ratio is None else ratio >= GOAL_SPDLOG_RATIO,
             "added_exec_le_1000ns": cycle_cost["added_exec_ns"] <= GOAL_ADDED_EXEC_NS,
             "drain_ge_1M_records_per_s": drain["drain_records_per_s"] >= GOAL_DRAIN_PER_S,
@@ -601,6 +612,26 @@ def format_text(r: dict) -> str:
         f"{p['max']} cycles (p50 {p['flip_to_first_actuated_wake_us']['p50']} us, max "
         f"{p['flip_to_first_actuated_wake_us']['max']} us, period {p['period_us']} us)"
     )
+    d = r["pipeline"]["delivery"]
+    bulk = r["bulk_delivery_ms"]
+    lines.append(
+        f"delivery, RT push -> searchable: store p50/p99/max {d['delivery_ms']['p50']}/"
+        f"{d['delivery_ms']['p99']}/{d['delivery_ms']['max']} ms (probe round trip p50 "
+        f"{d['probe_rtt_ms']['p50']} ms); OpenSearch "
+        + (
+            f"p50/p99/max {bulk['p50']}/{bulk['p99']}/{bulk['max']} ms"
+            if bulk
+            else f"not measured: {d['opensearch']}"
+        )
+    )
+    sus = r["pipeline"]["sustained"]
+    lines.append(
+        f"sustained: {sus['offered_records_per_s']:,} records/s offered for {sus['seconds']} s: "
+        f"{sus['made_records_per_s']:,}/s made, {sus['spooled_records_per_s']:,}/s spooled, "
+        f"{sus['stored_records_per_s']:,}/s stored; ring drops {sus['ring_dropped']:,}"
+    )
+    if r["search"]:
+        lines.append(f"search: {json.dumps(r['search_ms'])}")
     lines.append(
         "goals: "
         + "; ".join(

@@ -15,21 +15,26 @@ that the machine's load falls on all four alike.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from bench import machine
-from bench.runner import BenchError, child_env, last_line, run_bounded, segment_name, wait_until
-from control.rt.supervisor import is_rt_process
-from rtcore.segment import SHM_DIR, Segment, SegmentError, pid_alive
+from bench.runner import (
+    BenchError,
+    background_agent,
+    last_line,
+    run_bounded,
+    segment_name,
+    wait_until,
+)
+from rtcore.segment import Segment
 
 GOAL_P50_MS = 200.0
 GOAL_MAX_MS = 500.0
@@ -176,121 +181,65 @@ def _cli_runs(target: str) -> dict:
     return report
 
 
+def _trial(st: Any) -> dict:
+    """Kill the RT process (st: its segment's live status) once a checkpoint
+    landed since its start; the time until its replacement's first cycle on
+    the restored state."""
+    old = int(st["pid"])
+
+    # let a checkpoint land after the previous restart, as in service
+    def checkpointed() -> bool:
+        return int(st["restored_seq"]) < int(st["ckpt_seq"]) and int(st["pid"]) == old
+
+    wait_until(checkpointed, TRIAL_TIMEOUT_S, "a fresh checkpoint")
+    t0 = time.monotonic_ns()
+    os.kill(old, signal.SIGKILL)
+
+    def replaced() -> bool:
+        return (
+            int(st["pid"]) not in (0, old)
+            and int(st["heartbeat"]) >= 1
+            and int(st["restored_seq"]) > 0
+        )
+
+    wait_until(replaced, TRIAL_TIMEOUT_S, "the replacement RT process's first cycle")
+    return {
+        "killed_pid": old,
+        "new_pid": int(st["pid"]),
+        "restored_seq": int(st["restored_seq"]),
+        "restored_cycle": int(st["restored_cycle"]),
+        "restart_ms": round((time.monotonic_ns() - t0) / 1e6, 2),
+    }
+
+
 def run(opts: RestartOptions) -> dict:
     cpu = machine.default_cpu() if opts.cpu is None else opts.cpu
     machine.check_cpu(cpu)
-    node = f"bench{os.getpid()}"
-    shm = f"rtcore-{node}"
-    data_dir = tempfile.mkdtemp(prefix="rtc-bench-restart-")
-    config = os.path.join(data_dir, "agent.toml")
+    config_dir = tempfile.mkdtemp(prefix="rtc-bench-restart-")
+    config = os.path.join(config_dir, "agent.toml")
     with open(config, "w") as f:
         # a kill every second or so is the benchmark, not a crash loop: keep
         # the back-off out of the gap being measured
         f.write("restart_stable_ms = 100\n")
-    target = f"127.0.0.1:{_free_port()}"
-    argv = [
-        sys.executable,
-        "-m",
-        "control.cli",
-        "agent",
-        "--config",
-        config,
-        "--node-id",
-        node,
-        "--listen",
-        target,
-        "--metrics-listen",
-        "",
-        "--data-dir",
-        data_dir,
-        "--cpus",
-        str(cpu),
-        "--period-us",
-        str(opts.period_us),
-    ]
     cold = [_cold_start_ms(cpu, opts.period_us) for _ in range(3)]
-    # a file, not a pipe: the agent logs every restart and nobody reads a pipe
-    # while the trials run; a full pipe would block the agent's threads
-    agent_log = open(os.path.join(data_dir, "agent.stderr"), "w+")  # noqa: SIM115
-    agent = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=agent_log,
-        text=True,
-        env=child_env(),
-        start_new_session=True,
-    )
-    seg: Segment | None = None
     trials: list[dict] = []
     try:
-
-        def opened() -> Segment | None:
-            if agent.poll() is not None:
-                agent_log.seek(0)
-                raise BenchError(f"the agent exited: {last_line(agent_log.read())}")
+        with background_agent(
+            "restart", cpu, "--config", config, "--period-us", str(opts.period_us)
+        ) as agent:
+            seg = Segment.open(agent.shm)
             try:
-                s = Segment.open(shm)
-            except SegmentError:
-                return None
-            if int(s.view()["status"]["cycles"]) > 10:
-                return s
-            s.close()
-            return None
-
-        seg = wait_until(opened, 30, "the agent's RT process")
-        st = seg.view()["status"]
-        idle = _idle_cpu(agent.pid, int(st["pid"]))
-        rtt = _status_round_trips(target)
-        cli = _cli_runs(target)
-        for _ in range(opts.kills):
-            old = int(st["pid"])
-
-            # let a checkpoint land after the previous restart, as in service
-            def checkpointed(old: int = old) -> bool:
-                return int(st["restored_seq"]) < int(st["ckpt_seq"]) and int(st["pid"]) == old
-
-            wait_until(checkpointed, TRIAL_TIMEOUT_S, "a fresh checkpoint")
-            t0 = time.monotonic_ns()
-            os.kill(old, signal.SIGKILL)
-
-            def replaced(old: int = old) -> bool:
-                return (
-                    int(st["pid"]) not in (0, old)
-                    and int(st["heartbeat"]) >= 1
-                    and int(st["restored_seq"]) > 0
-                )
-
-            wait_until(replaced, TRIAL_TIMEOUT_S, "the replacement RT process's first cycle")
-            gap_ms = (time.monotonic_ns() - t0) / 1e6
-            trials.append(
-                {
-                    "killed_pid": old,
-                    "new_pid": int(st["pid"]),
-                    "restored_seq": int(st["restored_seq"]),
-                    "restored_cycle": int(st["restored_cycle"]),
-                    "restart_ms": round(gap_ms, 2),
-                }
-            )
-            time.sleep(0.15)
+                st = seg.view()["status"]
+                idle = _idle_cpu(agent.proc.pid, int(st["pid"]))
+                rtt = _status_round_trips(agent.target)
+                cli = _cli_runs(agent.target)
+                for _ in range(opts.kills):
+                    trials.append(_trial(st))
+                    time.sleep(0.15)
+            finally:
+                seg.close()
     finally:
-        rt_pid = int(seg.view()["status"]["pid"]) if seg is not None else 0
-        if seg is not None:
-            seg.close()
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)  # the agent stops its RT process itself
-            try:
-                agent.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait(timeout=5)
-        if rt_pid and pid_alive(rt_pid) and is_rt_process(rt_pid, shm):
-            # an agent that had to be killed leaves its RT process (own session) behind
-            os.kill(rt_pid, signal.SIGKILL)
-        agent_log.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(SHM_DIR, shm))
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(config_dir, ignore_errors=True)
     gaps = [t["restart_ms"] for t in trials]
     cold_p50 = _percentile(cold, 0.5)
     p50, worst = _percentile(gaps, 0.5), max(gaps)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,6 +42,11 @@ class BenchError(Exception):
 
 def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _stop_with_parent() -> None:
+    # SIGTERM, not SIGKILL: an agent stops its RT process before it goes
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def child_env() -> dict[str, str]:
@@ -178,6 +184,84 @@ def background_rt(what: str, *args: str) -> Iterator[tuple[subprocess.Popen, str
             os.unlink(os.path.join(SHM_DIR, name))
 
 
+@dataclass(frozen=True)
+class AgentRun:
+    proc: subprocess.Popen
+    target: str  # its gRPC address
+    data_dir: str
+    shm: str  # its RT's segment
+
+
+@contextlib.contextmanager
+def background_agent(what: str, cpu: int, *args: str) -> Iterator[AgentRun]:
+    """`rtctl agent` on a fresh data directory and free loopback port, its RT
+    on `cpu`, for the body, once its RT runs; then stopped (SIGTERM, then
+    SIGKILL and its RT process) and everything removed, whatever happened."""
+    import shutil
+    import socket
+
+    from control.rpc.client import Client
+    from control.rt.supervisor import is_rt_process
+    from rtcore.segment import Segment, SegmentError
+
+    node = f"{what}{os.getpid()}"
+    shm = f"rtcore-{node}"
+    data_dir = tempfile.mkdtemp(prefix=f"rtc-bench-{what}-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        target = f"127.0.0.1:{s.getsockname()[1]}"
+    argv = [sys.executable, "-m", "control.cli", "agent", "--node-id", node, "--listen", target]
+    argv += ["--metrics-listen", "", "--data-dir", data_dir, "--cpus", str(cpu), *args]
+    # a file, not a pipe: nobody reads a pipe while the benchmark runs, and a
+    # full one would block the agent's threads
+    log = open(os.path.join(data_dir, "agent.stderr"), "w+")  # noqa: SIM115
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        text=True,
+        env=child_env(),
+        start_new_session=True,
+        preexec_fn=_stop_with_parent,  # a benchmark killed outright leaves no agent behind
+    )
+    rt_pid = 0
+    try:
+
+        def running() -> int | None:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise BenchError(f"the agent exited: {last_line(log.read())}")
+            try:
+                with Client(target, timeout=2) as client:
+                    st = client.status()
+            except Exception:  # noqa: BLE001 - not serving yet
+                return None
+            return int(st["rt"]["pid"]) if st["rt"]["state"] == "run" else None
+
+        rt_pid = wait_until(running, 60, f"the {what} agent's RT loop", interval=0.05)
+        yield AgentRun(proc, target, data_dir, shm)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the agent stops its RT process itself
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        # a killed agent leaves its RT process (own session); a restarted one too
+        with contextlib.suppress(SegmentError, FileNotFoundError):
+            seg = Segment.open(shm)
+            rt_pid = seg.owner_pid() or rt_pid
+            seg.close()
+        if rt_pid and pid_alive(rt_pid) and is_rt_process(rt_pid, shm):
+            os.kill(rt_pid, signal.SIGKILL)
+        log.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM_DIR, shm))
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def open_running(name: str, proc: subprocess.Popen, min_cycles: int, timeout: float = 60):  # noqa: ANN201
     """The segment of proc once it has run min_cycles cycles."""
     from rtcore.segment import Segment, SegmentError
@@ -194,6 +278,24 @@ def open_running(name: str, proc: subprocess.Popen, min_cycles: int, timeout: fl
         return None
 
     return wait_until(ready, timeout, f"the RT process to run {min_cycles} cycles", proc, 0.005)
+
+
+CHATTY = Path(__file__).with_name("tasks") / "chatty.c"
+INCLUDE = Path(__file__).resolve().parent.parent / "rtcore" / "include"
+
+
+def build_chatty(out_dir: str) -> str:
+    """bench/tasks/chatty.c as a task library in out_dir: logs and spans at a
+    chosen rate (see its parameters)."""
+    lib = str(Path(out_dir) / "libchatty.so")
+    done = run_bounded(
+        ["gcc", "-shared", "-fPIC", "-O2", f"-I{INCLUDE}", "-o", lib, str(CHATTY)],
+        timeout=120,
+        what="gcc building the benchmark task",
+    )
+    if done.returncode != 0:
+        raise BenchError(f"cannot build the benchmark task: {last_line(done.stderr)}")
+    return lib
 
 
 CACHE_DIR = Path.home() / ".cache" / "rtcore"

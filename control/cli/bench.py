@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from control.cli.common import Report, UsageError, int_in
+from control.cli.common import Report, UsageError, int_in, positive_seconds
 from control.errors import ControlError
 
 NAME = "bench"
@@ -100,6 +100,33 @@ def add(commands: Any) -> None:
         type=int_in(1, MAX_PUSH_COUNT),
         default=1_000_000,
         help="pushes to time, per record kind, and calls of each baseline (default 1000000)",
+    )
+    log.add_argument(
+        "--delivery-seconds",
+        type=positive_seconds,
+        default=20.0,
+        metavar="S",
+        help="how long to probe RT push -> searchable in the store and OpenSearch (20)",
+    )
+    log.add_argument(
+        "--sustain-seconds",
+        type=positive_seconds,
+        default=60.0,
+        metavar="S",
+        help="how long the RT logs 200,000 records a second into a real agent (60)",
+    )
+    log.add_argument(
+        "--search-records",
+        type=int_in(0, 100_000_000),
+        default=10_000_000,
+        metavar="N",
+        help="records in the embedded store's search benchmark (10000000; 0 skips it)",
+    )
+    log.add_argument(
+        "--no-opensearch",
+        dest="opensearch",
+        action="store_false",
+        help="leave out the real OpenSearch (delivery to it, and the search baseline)",
     )
     _bench_flags(log, "CPU to push from (default: the highest-numbered online CPU)")
     log.set_defaults(handler=_logging)
@@ -237,5 +264,12 @@ def _tracing(args: argparse.Namespace) -> Report:
 def _logging(args: argparse.Namespace) -> Report:
     from bench import logging as bench_logging
 
-    opts = bench_logging.LoggingOptions(count=args.count, cpu=args.cpu)
+    opts = bench_logging.LoggingOptions(
+        count=args.count,
+        cpu=args.cpu,
+        delivery_s=args.delivery_seconds,
+        sustain_s=args.sustain_seconds,
+        search_records=args.search_records,
+        opensearch=args.opensearch,
+    )
     return _measure(bench_logging.run, opts, bench_logging.format_text)

@@ -99,7 +99,20 @@ def test_latency_hybrid_reports_its_goal_and_text_output():
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs (pusher and reader)")
 def test_logging_json_has_contract_fields():
     before = bench_segments()
-    done = rtctl("bench", "logging", "--count", "20000", "--json", timeout=600)
+    done = rtctl(
+        "bench",
+        "logging",
+        "--count",
+        "20000",
+        "--delivery-seconds",
+        "3",
+        "--sustain-seconds",
+        "3",
+        "--search-records",
+        "40000",
+        "--json",
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout)
     assert r["count"] == 20000
@@ -125,6 +138,16 @@ def test_logging_json_has_contract_fields():
     assert_numbers(r["baseline"]["python_logging_queue"], ("mean_ns",))
     assert r["drain"]["records_per_drain"] == 4096
     assert r["drain"]["sample_message"].startswith("deadline miss: woke ")
+    assert_numbers(r["delivery_ms"], ("p50", "p99", "max"))
+    assert r["delivery_ms"]["n"] > 10 and r["pipeline"]["delivery"]["ring_dropped"] == 0
+    if r["bulk_delivery_ms"] is not None:
+        assert_numbers(r["bulk_delivery_ms"], ("p50", "p99", "max"))
+    sus = r["pipeline"]["sustained"]
+    assert_numbers(sus, ("made_records_per_s", "spooled_records_per_s", "stored_records_per_s"))
+    assert r["sustained_records_per_s"] == sus["stored_records_per_s"] > 0
+    for shape in ("level_time", "event_time", "trace", "text", "rare_common_days"):
+        assert_numbers(r["search_ms"][shape], ("p50_ms", "p95_ms"))
+    assert isinstance(r["goals"]["search_p95_le_50ms_every_shape"], bool)
     cost = r["cycle_cost"]
     assert cost["method"].startswith("measured")
     assert_numbers(cost["quiet_exec_ns"], ("p50", "mean"))
