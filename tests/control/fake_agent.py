@@ -226,6 +226,19 @@ class FakeAgent:
         self._enter("list_alerts")
         return {"alerts": [], "all": all}
 
+    def search_logs(self, query: dict[str, Any]) -> dict[str, Any]:
+        self._enter("search_logs", query)
+        doc = {
+            "@timestamp": "2026-12-02T01:02:03.000000001Z",
+            "log": {"level": "ERROR"},
+            "message": "deadline miss: woke 512.0 us late",
+            "process": {"pid": 42, "name": "rtcore-rt", "thread": {"id": 43}},
+            "event": {"action": "deadline_miss"},
+            "rtcore": {"node": "fake", "cycle": 7, "fields": {"late_us": 512.0}},
+            "_seq": 5,
+        }
+        return {"node_id": "fake", "logs": [doc], "query": query}
+
     def diagnose(self, since_ns: int = 0) -> dict[str, Any]:
         self._enter("diagnose")
         return {"since_ns": since_ns, "items": []}

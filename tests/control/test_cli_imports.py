@@ -60,6 +60,8 @@ NOBODY = ("--target", "127.0.0.1:1", "--timeout", "2")
         ("job", "get", "1", *NOBODY),
         ("checkpoint", "info", *NOBODY),
         ("log-level", "get", *NOBODY),
+        ("logs", "search", "--event", "deadline_miss", "--since", "10m", *NOBODY),
+        ("logs", "tail", "-f", *NOBODY),
         ("trace-sampling", "get", *NOBODY),
         ("trace", "get", "ab" * 16, *NOBODY),
         ("trace", "list", "--since", "10m", *NOBODY),

@@ -267,6 +267,23 @@ def test_every_rtctl_command(serve, tmp_path):
             lambda d: d == {"rt": "INFO", "agent": "WARN"},
             "agent: WARN",
         ),
+        (
+            ("logs", "search", "--level", "warn", "--event", "deadline_miss", "late", "wake"),
+            lambda d: d["query"]["level_min"] == 30
+            and d["query"]["event"] == "deadline_miss"
+            and d["query"]["text"] == "late wake"
+            and d["query"]["after_seq"] is None
+            and d["query"]["limit"] == 100,
+            "rtcore-rt[42/43] deadline_miss: deadline miss: woke 512.0 us late  cycle=7",
+        ),
+        (
+            ("logs", "search", "--since", "10m", "--trace", "AB" * 16, "--node", "n2"),
+            lambda d: 0 < time.time_ns() - d["query"]["since_ns"] < 11 * 60 * 10**9
+            and d["query"]["trace_id"] == "ab" * 16
+            and d["query"]["node"] == "n2",
+            "late_us=512",
+        ),
+        (("logs", "tail", "-n", "5"), lambda d: d["query"]["limit"] == 5, "deadline_miss"),
         (("trace-sampling", "get"), lambda d: d["ratio"] == 1.0, "rt     off"),
         (
             ("trace-sampling", "set", "--rt-every", "50", "--ratio", "0.5"),
@@ -436,6 +453,10 @@ def test_rtctl_errors_are_one_line(served, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("t,q0\n0.5,0.1\n1.0,nan\n")
     assert_one_line_error(rtctl("job", "submit", str(bad), *t), "bad.csv:3", "q0")
+    # refused by the agent: a trace id that is not one, a time range backwards
+    assert_one_line_error(rtctl("logs", "search", "--trace", "xyz", *t), "trace_id: ")
+    backwards = rtctl("logs", "search", "--since", "1m", "--until", "10m", *t)
+    assert_one_line_error(backwards, "until_ns: ")
     missing = rtctl("job", "submit", str(tmp_path / "none.csv"), *t)
     assert_one_line_error(missing, "none.csv", "no such file")
     # rtctl's own checks: bad usage exits 2
@@ -450,6 +471,10 @@ def test_rtctl_errors_are_one_line(served, tmp_path):
         ("rt", "set-affinity"),
         ("rt", "set-affinity", "--cpus", "1", "--isolate", "--no-isolate"),
         ("rt", "set-numa", "--node", "-1"),
+        ("logs", "search", "--level", "loud"),
+        ("logs", "search", "--since", "yesterday"),
+        ("logs", "search", "--limit", "0"),
+        ("logs", "tail", "-n", "1001"),
     ):
         done = rtctl(*args, *t)
         assert done.returncode == 2, (args, done.stderr)
@@ -884,7 +909,7 @@ def test_rtctl_watch_interrupted(served, spawn: Spawner):
 def test_rtctl_help_describes_every_command():
     done = rtctl("--help")
     assert done.returncode == 0
-    for command in ("agent", "status", "rt", "job", "checkpoint", "log-level", "watch"):
+    for command in ("agent", "status", "rt", "job", "checkpoint", "logs", "log-level", "watch"):
         assert f"\n    {command}" in done.stdout, command
     for args in (
         ("agent",),
@@ -896,6 +921,8 @@ def test_rtctl_help_describes_every_command():
         ("job", "submit"),
         ("job", "list"),
         ("log-level", "set"),
+        ("logs", "search"),
+        ("logs", "tail"),
         ("trace-sampling", "set"),
         ("watch",),
     ):

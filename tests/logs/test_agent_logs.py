@@ -178,3 +178,32 @@ def test_an_agent_killed_mid_delivery_resumes_without_loss_or_duplicate(agent_fa
     missing = sorted(set(range(first, last + 1)) - set(cycles))
     assert not missing, f"{len(missing)} cycles' records lost, e.g. {missing[:5]}"
     again.cleanup()
+
+
+def test_logs_tail_follow_prints_every_new_record_once_in_order(agent_factory, chatty):
+    """`rtctl logs tail -f` while the RT logs 100 records a second: what it
+    prints has the spool's sequence numbers with no repeat and no gap."""
+    import json
+    import select
+    import sys
+
+    agent = agent_factory(
+        "--task", chatty, "--task-params", "mode=loud,logs=1,spans=0", "--period-us", "10000"
+    ).start()
+    follow = agent.spawn(
+        [sys.executable, "-m", "control.cli", "logs", "tail", "-f", "-n", "5", "--json"]
+        + ["--target", agent.target]
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(lines) < 150 and time.monotonic() < deadline:
+            ready, _, _ = select.select([follow.stdout], [], [], 1.0)
+            if ready:
+                lines.append(follow.stdout.readline())
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+    assert len(lines) == 150, f"only {len(lines)} lines in 30 s"
+    seqs = [json.loads(line)["_seq"] for line in lines]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
