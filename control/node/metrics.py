@@ -15,6 +15,10 @@ Every sample carries a `node_id` label. Metric names (all `rtcore_`):
     rtcore_rt_exec_time_seconds               histogram
     rtcore_rt_ring_dropped_records_total{ring}  counter: log, span, event
     rtcore_drain_dropped_records_total{subscriber}  counter: lost by a slow subscriber
+    rtcore_log_spooled_records_total          counter: log records appended to the spool
+    rtcore_log_dropped_records_total{level}   counter: dropped by the spool (full, disk error)
+    rtcore_log_sink_lag_records{sink}         gauge: spooled records a sink has not settled
+    rtcore_log_malformed_records_total{reason}  counter: malformed RT log records
     rtcore_trace_exported_spans_total, rtcore_trace_export_dropped_spans_total  counters
     rtcore_alerts_active  gauge: bottleneck (and later) alerts in force
     rtcore_checkpoint_seq                     gauge
@@ -233,6 +237,7 @@ class StatusCollector(Collector):
             )
             g.add_metric([node], float(active))
             yield g
+        yield from _log_families(node, s.get("logs") or {})
         subs = _get(s, ("drainer", "subscribers"))
         if subs:
             c = CounterMetricFamily(
@@ -243,6 +248,42 @@ class StatusCollector(Collector):
             for name, sub in sorted(subs.items()):
                 c.add_metric([node, name], float(sub["dropped"]))
             yield c
+
+
+def _log_families(node: str, logs: Mapping[str, Any]) -> Iterator[Metric]:
+    """The log pipeline's counters (status `logs`), when it has a spool."""
+    spool = logs.get("spool")
+    if not spool:
+        return
+    c = CounterMetricFamily(
+        "rtcore_log_spooled_records", "Log records appended to the spool", labels=["node_id"]
+    )
+    c.add_metric([node], float(spool["appended"]))
+    yield c
+    c = CounterMetricFamily(
+        "rtcore_log_dropped_records",
+        "Log records the spool dropped (full: DEBUG/INFO first; a failed write)",
+        labels=["node_id", "level"],
+    )
+    for level, count in sorted(spool["dropped"].items()):
+        c.add_metric([node, level], float(count))
+    yield c
+    g = GaugeMetricFamily(
+        "rtcore_log_sink_lag_records",
+        "Spooled log records a sink has not settled yet",
+        labels=["node_id", "sink"],
+    )
+    for sink, cursor in sorted(spool["sinks"].items()):
+        g.add_metric([node, sink], float(cursor["lag_records"]))
+    yield g
+    c = CounterMetricFamily(
+        "rtcore_log_malformed_records",
+        "Malformed RT log records (kept, marked and counted)",
+        labels=["node_id", "reason"],
+    )
+    for reason, count in sorted((logs.get("rt_malformed") or {}).items()):
+        c.add_metric([node, reason], float(count))
+    yield c
 
 
 def _get(status: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -353,3 +353,28 @@ def test_numa_and_isolation_gauges(serve) -> None:
     assert value(fams, "rtcore_numa_local_pages_ratio", node_id="n1") == pytest.approx(0.965)
     assert value(fams, "rtcore_numa_local_access_ratio", node_id="n1") == pytest.approx(1.0)
     assert value(fams, "rtcore_rt_isolated", node_id="n1") == 1
+
+
+def test_log_pipeline_counters(serve) -> None:
+    """The spool's appends, drops by level, each sink's lag and the RT's
+    malformed records, from status `logs`."""
+    logs = {
+        "spool": {
+            "appended": 1000,
+            "dropped": {"DEBUG": 40, "INFO": 2, "WARN": 0, "ERROR": 0, "CRITICAL": 0},
+            "sinks": {"store": {"lag_records": 3, "acked": 997}, "elastic": {"lag_records": 900}},
+        },
+        "rt_malformed": {"unknown_template": 2},
+    }
+    fams = families(scrape(serve(lambda: {**status(), "logs": logs})))
+    assert value(fams, "rtcore_log_spooled_records", "rtcore_log_spooled_records_total") == 1000
+    total = "rtcore_log_dropped_records_total"
+    assert value(fams, "rtcore_log_dropped_records", total, level="DEBUG") == 40
+    assert value(fams, "rtcore_log_dropped_records", total, level="INFO") == 2
+    assert value(fams, "rtcore_log_sink_lag_records", sink="elastic") == 900
+    assert value(fams, "rtcore_log_sink_lag_records", sink="store") == 3
+    malformed = "rtcore_log_malformed_records_total"
+    assert value(fams, "rtcore_log_malformed_records", malformed, reason="unknown_template") == 2
+    # an agent whose spool could not be opened: no half-filled family
+    fams = families(scrape(serve(lambda: {**status(), "logs": {"spool": None}})))
+    assert not any(name.startswith("rtcore_log_") for name in fams)
