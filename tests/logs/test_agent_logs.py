@@ -3,6 +3,7 @@ levels changed at runtime, a full spool, an agent killed mid-delivery."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -207,3 +208,30 @@ def test_logs_tail_follow_prints_every_new_record_once_in_order(agent_factory, c
     assert len(lines) == 150, f"only {len(lines)} lines in 30 s"
     seqs = [json.loads(line)["_seq"] for line in lines]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_a_read_only_spool_is_one_line_at_start_and_the_node_runs_on(agent_factory, tmp_path):
+    """The spool directory is a read-only mount: the agent says so in one
+    line, runs its RT, serves, and counts the logs it could not keep."""
+    agent = agent_factory()
+    spool = Path(agent.data_dir) / "spool"
+    spool.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(spool)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.strip()}")
+    try:
+        agent.start()
+        st = agent.status()
+        assert st["rt"]["state"] == "run"
+        assert "spool" in st["logs"]["spool_error"] and "Read-only" in st["logs"]["spool_error"]
+        wait_for(lambda: sum(agent.status()["logs"]["unspooled"].values()) > 0, timeout=10)
+        with open(Path(agent.data_dir) / "agent.log") as f:
+            lines = [line for line in f if "log spool unavailable" in line]
+        assert len(lines) == 1 and str(spool) in lines[0]
+    finally:
+        agent.cleanup()
+        subprocess.run(["umount", str(spool)], check=False)
