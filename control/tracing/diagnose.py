@@ -44,6 +44,7 @@ def diagnose(
         *_restarts(rt),
         *_ring_drops(rt),
         *_agent_drops(status.get("drainer") or {}),
+        *_logs(status.get("logs") or {}),
         *_placement(rt, status.get("placement") or {}),
         *_checkpoint(rt, status.get("checkpoint") or {}),
         *_lease(status.get("agent") or {}),
@@ -150,7 +151,7 @@ def _misses(rt: dict[str, Any], since: str) -> list[Item]:
             f"{misses} of {cycles} cycles{rate} since the RT process started; period "
             f"{rt.get('period_us')} us, execution p99 {exe.get('p99')} us max {exe.get('max')} us, "
             f"wake-up latency max {lat.get('max')} us",
-            f"rtctl trace list --errors --since {since}",
+            f"rtctl logs search --event deadline_miss --since {since}",
         )
     ]
 
@@ -236,6 +237,59 @@ def _agent_drops(drainer: dict[str, Any]) -> list[Item]:
                 "rtctl status --json",
             )
         )
+    return out
+
+
+def _logs(logs: dict[str, Any]) -> list[Item]:
+    """The log pipeline: a spool it could not open, records it dropped,
+    malformed RT records, sinks that are behind and failing."""
+    if logs.get("spool_error"):
+        return [
+            _item(
+                "ERROR",
+                "the log spool is unavailable: logs are not kept",
+                logs["spool_error"],
+                "rtctl status --json",
+            )
+        ]
+    out = []
+    spool = logs.get("spool") or {}
+    dropped = {k: int(v) for k, v in (spool.get("dropped") or {}).items() if v}
+    if dropped:
+        bad = any(level not in ("DEBUG", "INFO") for level in dropped)
+        out.append(
+            _item(
+                "ERROR" if bad else "WARN",
+                f"the log spool dropped {_n(sum(dropped.values()), 'record')}",
+                ", ".join(f"{k} {v}" for k, v in dropped.items())
+                + (f"; {spool['last_error']}" if spool.get("last_error") else "")
+                + " (full: DEBUG and INFO go first; a sink may be behind)",
+                "rtctl status --json",
+            )
+        )
+    malformed = logs.get("rt_malformed") or {}
+    if malformed:
+        out.append(
+            _item(
+                "WARN",
+                f"the RT wrote {_n(sum(malformed.values()), 'malformed log record')}",
+                ", ".join(f"{k} {v}" for k, v in sorted(malformed.items())),
+                "rtctl logs search --json",
+            )
+        )
+    cursors = spool.get("sinks") or {}
+    for name, sink in sorted((logs.get("sinks") or {}).items()):
+        error = sink.get("last_error") or sink.get("error")
+        lag = int((cursors.get(name) or {}).get("lag_records") or 0)
+        if error and lag:
+            out.append(
+                _item(
+                    "WARN",
+                    f"log sink {name} is {_n(lag, 'record')} behind",
+                    f"{error} (the spool keeps them; retried)",
+                    "rtctl status --json",
+                )
+            )
     return out
 
 

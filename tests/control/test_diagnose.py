@@ -131,7 +131,8 @@ def test_misses_restarts_drops_and_alerts_each_name_the_command_that_shows_more(
     items = by_what(doc)
 
     miss = items["25 deadline misses"]
-    assert miss["severity"] == "ERROR" and miss["more"] == "rtctl trace list --errors --since 15m"
+    assert miss["severity"] == "ERROR"
+    assert miss["more"] == "rtctl logs search --event deadline_miss --since 15m"
     assert "25 of 100000 cycles (0.025%)" in miss["detail"]
 
     restarts = items["the RT process restarted 3 times"]
@@ -166,6 +167,32 @@ def test_misses_restarts_drops_and_alerts_each_name_the_command_that_shows_more(
         "node n1 (fenced): 1 critical, 2 errors, 4 warnings; worst: bottleneck in "
         "agent.save (alerts and spans of the last 15m)"
     )
+
+
+def test_the_log_pipeline_spool_drops_malformed_records_and_a_failing_sink():
+    st = status_doc()
+    st["logs"] = {
+        "spool": {
+            "dropped": {"DEBUG": 40, "INFO": 0, "WARN": 2},
+            "last_error": "",
+            "sinks": {"store": {"lag_records": 0}, "elastic": {"lag_records": 900}},
+        },
+        "rt_malformed": {"unknown_template": 3},
+        "sinks": {
+            "store": {"error": None},
+            "elastic": {"last_error": "cannot reach Elasticsearch at es:9200: refused"},
+        },
+    }
+    items = by_what(diagnose(st, [], SINCE, now_ns=NOW))
+    drops = items["the log spool dropped 42 records"]
+    assert drops["severity"] == "ERROR" and drops["detail"].startswith("DEBUG 40, WARN 2")
+    assert items["the RT wrote 3 malformed log records"]["detail"] == "unknown_template 3"
+    behind = items["log sink elastic is 900 records behind"]
+    assert behind["severity"] == "WARN" and "cannot reach" in behind["detail"]
+    assert not any("store" in what for what in items)
+    st["logs"] = {"spool": None, "spool_error": "spool directory /x is not usable: Read-only"}
+    items = by_what(diagnose(st, [], SINCE, now_ns=NOW))
+    assert items["the log spool is unavailable: logs are not kept"]["severity"] == "ERROR"
 
 
 def test_a_failed_rt_a_lost_journal_and_no_quorum_are_critical():
@@ -274,7 +301,9 @@ def test_rtctl_diagnose(agent):
     assert before - 3600 * S - 5 * S < since_ns <= before - 3600 * S + 5 * S
     assert doc["since_ns"] == since_ns
     items = by_what(doc)
-    assert items["2 deadline misses"]["more"] == "rtctl trace list --errors --since 1h"
+    assert (
+        items["2 deadline misses"]["more"] == "rtctl logs search --event deadline_miss --since 1h"
+    )
     assert items["bottleneck in agent.save"]["severity"] == "CRITICAL"
 
     text = rtctl("diagnose", "--target", target).stdout.splitlines()
