@@ -7,6 +7,7 @@ import difflib
 import ipaddress
 import json
 import os
+import re
 import shlex
 import socket
 import tomllib
@@ -18,6 +19,7 @@ from control.errors import InvalidArgument
 from rtcore import topology
 from rtcore.main import MAX_PERIOD_US, MIN_PERIOD_US
 
+CREDENTIALS_RE = re.compile(r"(://)[^/@\s]*@")
 DEFAULT_LISTEN = "127.0.0.1:7761"
 DEFAULT_METRICS = "127.0.0.1:9761"
 
@@ -116,6 +118,17 @@ class AgentConfig:
             raise InvalidArgument(
                 label("auth"), "'all' needs a bearer token: give token_file (--token-file)"
             )
+        if self.es_url:
+            from control.logs.elastic import ElasticConfigError, ElasticSettings
+
+            try:  # the exporter's own check of the combination (a key and a password, ...)
+                ElasticSettings.from_url(
+                    self.es_url,
+                    index_prefix=self.es_index_prefix,
+                    **({"api_key": "given"} if self.es_api_key_file else {}),
+                )
+            except ElasticConfigError as e:
+                raise InvalidArgument(label("es_url"), str(e)) from None
         problem = plaintext_problem(self)
         if problem:
             raise InvalidArgument(label("listen"), problem)
@@ -245,6 +258,8 @@ def _shown(value: Any, flag: bool) -> str:
         text = text if text and shlex.quote(text) == text else json.dumps(text)
     else:
         text = _toml_value(value)
+    # a URL's password never reaches a terminal or a log
+    text = CREDENTIALS_RE.sub(r"\1***@", text)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -39,16 +39,17 @@ def open_elastic(cfg: AgentConfig, spool_id: str) -> Sink | None:
         return None
     from control.logs.elastic import ElasticConfigError, ElasticSettings, ElasticSink
 
-    api_key = None
+    options: dict[str, str] = {}
     if cfg.es_api_key_file:
         with open(cfg.es_api_key_file) as f:  # readable: the setting's rule opened it
-            api_key = f.read().strip()
-    settings = ElasticSettings.from_url(
-        cfg.es_url,
-        api_key=api_key,
-        ca_file=cfg.es_ca_file or None,
-        index_prefix=cfg.es_index_prefix,
-    )
+            options["api_key"] = f.read().strip()
+    if cfg.es_ca_file:
+        options["ca_file"] = cfg.es_ca_file
+    try:  # checked with the configuration already; the key file may have changed since
+        settings = ElasticSettings.from_url(cfg.es_url, index_prefix=cfg.es_index_prefix, **options)
+    except ElasticConfigError as e:
+        logger.error("log export to Elasticsearch is off: {}", e)
+        return None
     sink = ElasticSink(
         settings, cfg.node_id, spool_id, os.path.join(cfg.data_dir, "logs-dead-letter.jsonl")
     )

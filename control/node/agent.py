@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Any
 
-import orjson
 from loguru import logger
 
 from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
@@ -137,10 +136,11 @@ class Agent:
         self.drainer.subscribe(Subscriber("events", {"event"}, self._on_rt_events))
         self.log_ident = Identity.of(cfg.node_id)
         self.logs, self.log_store = open_pipeline(cfg)
-        self._rt_logs = RtLogEncoder(self.log_ident, lambda: self.supervisor.pid)
+        self._rt_logs = RtLogEncoder(self.log_ident, self._rt_writer_pid)
         self._agent_logs = AgentLogEncoder(self.log_ident, os.getpid())
         # inline: a record leaves the RT's ring only once the spool has it
         self.drainer.subscribe(Subscriber("logs", {"log"}, self._on_rt_logs, inline=True))
+        self.drainer.subscribe(Subscriber("log-echo", {"log"}, self._echo_rt_logs))
         self.traces = TraceStore(os.path.join(cfg.data_dir, "traces"))
         self._trace_ratio = cfg.trace_ratio
         self.alerts = Alerts(self._on_alert)
@@ -292,6 +292,12 @@ class Agent:
         # when replaced (link.generation tells the drainer); no stat per drain
         return self.link.current() or self.link.get()
 
+    def _rt_writer_pid(self) -> int | None:
+        """The RT process that wrote what the rings hold: the segment's own
+        record of it, which outlives the process (a crash's last records)."""
+        seg = self.link.current()
+        return int(seg.view()["status"]["pid"]) if seg is not None else None
+
     def _segment_buf(self) -> Any:
         seg = self.link.current()
         return seg.buf if seg is not None else None
@@ -351,13 +357,16 @@ class Agent:
                 self.propagation.tracking_error(ev)
 
     def _on_rt_logs(self, batch: Batch, decoder: Decoder) -> None:
-        entries = self._rt_logs.encode(batch, decoder)
-        self.logs.append(entries)
-        # the operator's console and agent.log show the RT's warnings and worse
-        for _, level, doc in entries:
-            if level >= LEVELS["WARN"]:
-                message = orjson.loads(doc)["message"]
-                logger.bind(spooled=True).log(LOGURU_LEVELS[LEVEL_NAMES[level]], "rt: " + message)
+        self.logs.append(self._rt_logs.encode(batch, decoder))
+
+    def _echo_rt_logs(self, batch: Batch, decoder: Decoder) -> None:
+        """The operator's console and agent.log show the RT's warnings and
+        worse; on a subscriber thread of its own: a console that blocks must
+        not hold up the drainer (the spool has the records already)."""
+        worse = batch.recs[batch.recs["level"] >= LEVELS["WARN"]]
+        for rec in decoder.logs(Batch(batch.ring, worse, batch.wall_offset_ns)):
+            level = LOGURU_LEVELS.get(rec["level"], "WARNING")
+            logger.bind(spooled=True).log(level, "rt: " + rec["message"])
 
     def _on_rt_spans(self, batch: Batch, decoder: Decoder) -> None:
         spans = decoder.spans(batch)
@@ -495,6 +504,11 @@ class Agent:
         was down are lost, so a job it finished meanwhile is settled from its
         state; a job it does not know yet may still have commands in flight,
         so that case is left to the events that follow."""
+        seg = self.link.get()
+        if seg is not None:
+            # the level in force is the RT's, perhaps set at runtime before
+            level = int(_core.read_control(seg.buf)["log_level"])
+            self._levels["rt"] = LEVEL_NAMES.get(level, self._levels["rt"])
         job = self.jobs.running()
         state = self._task_state()
         if job is None:

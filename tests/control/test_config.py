@@ -77,6 +77,8 @@ FILE_CASES = [
     Case('es_url = "ftp://logs:21"', "es_url", '"ftp://logs:21"'),
     Case('es_url = "http://:9200"', "es_url", '"http://:9200"'),
     Case('es_url = "http://es:99999"', "es_url", '"http://es:99999"'),
+    Case('es_url = "http://es:9200/?x=1"', "es_url", '"http://es:9200/?x=1"'),
+    Case('es_url = "http://u:secret@es:0"', "es_url", '"http://***@es:0"'),
     Case('es_api_key_file = "/nonexistent"', "es_api_key_file", '"/nonexistent"'),
     Case('es_ca_file = "{tmp}"', "es_ca_file", '"{tmp}"'),  # a directory
     Case('es_index_prefix = "Logs"', "es_index_prefix", '"Logs"'),

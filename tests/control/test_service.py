@@ -269,18 +269,22 @@ def test_every_rtctl_command(serve, tmp_path):
         ),
         (
             ("logs", "search", "--level", "warn", "--event", "deadline_miss", "late", "wake"),
-            lambda d: d["query"]["level_min"] == 30
-            and d["query"]["event"] == "deadline_miss"
-            and d["query"]["text"] == "late wake"
-            and d["query"]["after_seq"] is None
-            and d["query"]["limit"] == 100,
+            lambda d: (
+                d["query"]["level_min"] == 30
+                and d["query"]["event"] == "deadline_miss"
+                and d["query"]["text"] == "late wake"
+                and d["query"]["after_seq"] is None
+                and d["query"]["limit"] == 100
+            ),
             "rtcore-rt[42/43] deadline_miss: deadline miss: woke 512.0 us late  cycle=7",
         ),
         (
             ("logs", "search", "--since", "10m", "--trace", "AB" * 16, "--node", "n2"),
-            lambda d: 0 < time.time_ns() - d["query"]["since_ns"] < 11 * 60 * 10**9
-            and d["query"]["trace_id"] == "ab" * 16
-            and d["query"]["node"] == "n2",
+            lambda d: (
+                0 < time.time_ns() - d["query"]["since_ns"] < 11 * 60 * 10**9
+                and d["query"]["trace_id"] == "ab" * 16
+                and d["query"]["node"] == "n2"
+            ),
             "late_us=512",
         ),
         (("logs", "tail", "-n", "5"), lambda d: d["query"]["limit"] == 5, "deadline_miss"),

@@ -3,6 +3,8 @@ levels changed at runtime, a full spool, an agent killed mid-delivery."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -80,6 +82,33 @@ def test_the_rt_level_changes_at_runtime_and_the_rt_filters_before_pushing(agent
     assert search(agent, "record", "--limit", "1")[0]["_seq"] == newest
 
 
+def test_the_level_set_at_runtime_outlives_an_rt_restart_and_an_agent_restart(
+    agent_factory, chatty
+):
+    """`set debug --scope rt`, then the RT is killed (the supervisor starts a
+    new one), then the agent is killed and started again beside that RT: the
+    new RT logs at DEBUG from its start, and the new agent reports DEBUG."""
+    args = ("--task", chatty, "--task-params", "mode=loud,logs=1,spans=0,level=10")
+    agent = agent_factory(*args).start()
+    agent.call("log-level", "set", "debug", "--scope", "rt")
+    old = agent.status()["rt"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    new = agent.wait_replaced(old)["rt"]["pid"]
+
+    def from_new_rt():
+        docs = search(agent, "record", "--limit", "5")
+        return docs if docs and docs[0]["process"]["pid"] == new else None
+
+    wait_for(from_new_rt, timeout=10, what="DEBUG records of the restarted RT")
+    agent.kill()
+    again = AgentProc(agent.spawn, Path(agent.data_dir).parent, agent.node_id, *args)
+    again.port, again.target = agent.port, agent.target
+    again.start()
+    assert again.status()["rt"]["pid"] == new, "the RT was restarted, not adopted"
+    assert again.call("log-level", "get")["rt"] == "DEBUG"
+    again.cleanup()
+
+
 @pytest.mark.slow
 def test_a_full_spool_keeps_warnings_drops_debug_counted_and_the_loop_keeps_up(
     agent_factory, chatty
@@ -113,6 +142,7 @@ def test_a_full_spool_keeps_warnings_drops_debug_counted_and_the_loop_keeps_up(
     assert st["rt"]["ring_dropped"]["log"] == 0
     assert st["drainer"]["subscribers"]["logs"]["dropped"] == 0
     assert logs["sinks"]["elastic"]["last_error"]
+    assert logs["spool"]["sinks"]["elastic"]["lag_records"] > 0, "acknowledged, not delivered"
     # every WARN record the RT made while the spool was full is in the store
     warns = [d["rtcore"]["fields"]["cycle"] for d in search(agent, "warning", "--limit", "1000")]
     assert len(warns) >= 20

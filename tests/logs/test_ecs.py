@@ -3,6 +3,9 @@ and from the agent's loguru records."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import orjson
 import pytest
@@ -42,7 +45,14 @@ def write_strings(seg: Segment, texts: list[bytes]) -> None:
     table["count"] = len(texts)
 
 
-def log_record(tpl: int, level: int, args: list[int | float], nargs: int | None = None) -> bytes:
+def log_record(
+    tpl: int,
+    level: int,
+    args: list[int | float],
+    nargs: int | None = None,
+    span: bool = True,
+    float_mask: int | None = None,
+) -> bytes:
     rec = np.zeros((), dtype=layout.LOG_REC)
     rec["ts_ns"] = _core.monotonic_ns()
     rec["cycle"] = 42
@@ -57,21 +67,42 @@ def log_record(tpl: int, level: int, args: list[int | float], nargs: int | None 
             mask |= 1 << i
         else:
             rec["args"][i] = a
-    rec["float_mask"] = mask
+    rec["float_mask"] = mask if float_mask is None else float_mask
     rec["trace_id"] = list(range(1, 17))
-    rec["span_id"] = list(range(1, 9))
+    rec["span_id"] = list(range(1, 9)) if span else [0] * 8
     return rec.tobytes()
 
 
-def test_every_loop_template_has_an_event_action() -> None:
-    """The table is by template id: a template added to the loop without an
-    action here would shift every action after it."""
-    assert len(LOOP_ACTIONS) == len(_rt.LOOP_TEMPLATES)
-    by_action = dict(zip(_rt.LOOP_TEMPLATES, LOOP_ACTIONS, strict=True))
-    assert by_action[next(t for t in by_action if t.startswith("deadline miss"))] == "deadline_miss"
-    assert all(by_action[t] == "state_changed" for t in by_action if t.startswith("state changed"))
-    lease = next(t for t in by_action if "lease expired" in t)
-    assert by_action[lease] == "lease_lost"
+# what each loop template says -> its event.action: written from the texts,
+# so a template added, removed or moved in the loop shows up here
+EXPECTED_ACTIONS = (
+    ("RT loop started", "rt_started"),
+    ("deadline miss", "deadline_miss"),
+    ("state changed to RUN", "state_changed"),
+    ("state changed to HOLD", "state_changed"),
+    ("state changed to SAFE", "state_changed"),
+    ("state changed to FAULT", "state_changed"),
+    ("actuation started", "actuation_started"),
+    ("actuation stopped: control-plane lease expired", "lease_lost"),
+    ("actuation stopped: node is standby", "fenced"),
+    ("actuation stopped: epoch changed", "fenced"),
+    ("actuation held: the actuation journal", "actuation_held"),
+    ("task step failed", "task_fault"),
+    ("command {seq} of kind", "command_failed"),
+    ("command {seq} refused", "command_stale"),
+    ("restored checkpoint", "checkpoint_restored"),
+    ("adopted replicated checkpoint", "checkpoint_adopted"),
+    ("replicated checkpoint refused", "checkpoint_refused"),
+    ("RT loop stopping", "rt_stopping"),
+)
+
+
+def test_every_loop_template_has_its_event_action() -> None:
+    assert len(LOOP_ACTIONS) == len(_rt.LOOP_TEMPLATES) == len(EXPECTED_ACTIONS)
+    for text, action, (start, expected) in zip(
+        _rt.LOOP_TEMPLATES, LOOP_ACTIONS, EXPECTED_ACTIONS, strict=True
+    ):
+        assert text.startswith(start) and action == expected, (text, action)
 
 
 def test_rt_records_become_ecs_documents_with_their_fields(segment: Segment) -> None:
@@ -103,6 +134,7 @@ def test_rt_records_become_ecs_documents_with_their_fields(segment: Segment) -> 
     assert miss["host"] == {"name": "host-1"} and miss["ecs"]["version"]
     # the document's time is the record's own, converted to wall clock
     assert miss["rtcore"]["time_ns"] == entries[0][0]
+    assert abs(entries[0][0] - time.time_ns()) < 10**9
     assert miss["@timestamp"] == Timestamps()(entries[0][0]).decode()
     assert step["rtcore"]["fields"] == {"n": 3, "total": 10}
     assert "action" not in step["event"] and step["log"]["logger"] == "rt.task"
@@ -120,7 +152,8 @@ def test_malformed_ring_input_is_counted_and_never_stops_the_batch(segment: Segm
         log_record(TASK, layout.LEVELS["INFO"], [1, 2], nargs=200),  # truncated
         log_record(TASK, 7, [1, 2]),  # level 7
         log_record(TASK + 1, layout.LEVELS["WARN"], [5]),  # not UTF-8
-        log_record(TASK, layout.LEVELS["INFO"], [4, 5]),  # fine
+        log_record(TASK, layout.LEVELS["INFO"], [1, 2], nargs=255, float_mask=0xFF),  # truncated
+        log_record(TASK, layout.LEVELS["INFO"], [4, 5], span=False),  # fine, a trace, no span
     ):
         assert writer.push(rec)
     drainer = Drainer(segment.buf)
@@ -132,10 +165,12 @@ def test_malformed_ring_input_is_counted_and_never_stops_the_batch(segment: Segm
         "truncated",
         "bad_level",
         "bad_text",
+        "truncated",
         None,
     ]
-    assert enc.malformed == {"unknown_template": 1, "truncated": 1, "bad_level": 1, "bad_text": 1}
-    assert docs[4]["message"] == "step 4 of 5"
+    assert enc.malformed == {"unknown_template": 1, "truncated": 2, "bad_level": 1, "bad_text": 1}
+    assert docs[5]["message"] == "step 4 of 5"
+    assert docs[5]["trace"] == {"id": bytes(range(1, 17)).hex()} and "span" not in docs[5]
     assert docs[1]["rtcore"]["fields"] == {"n": 1, "total": 2}  # cut to what it holds
     assert entries[2][1] == layout.LEVELS["WARN"]  # an unknown level is kept, as WARN
 
@@ -143,6 +178,7 @@ def test_malformed_ring_input_is_counted_and_never_stops_the_batch(segment: Segm
 def test_agent_records_carry_action_fields_trace_and_error() -> None:
     enc = AgentLogEncoder(IDENT, 99)
     got: list[tuple[int, int, bytes]] = []
+    tids: list[int] = []
     sink = logger.add(lambda m: got.append(enc.encode(m.record)), level="DEBUG")
     try:
         logger.bind(
@@ -155,9 +191,17 @@ def test_agent_records_carry_action_fields_trace_and_error() -> None:
             raise ValueError("boom")
         except ValueError:
             logger.exception("job runner failed")
+        other = threading.Thread(
+            target=lambda: (
+                tids.append(threading.get_native_id()),
+                logger.info("from another thread"),
+            )
+        )
+        other.start()
+        other.join()
     finally:
         logger.remove(sink)
-    (ts, level, raw), (_, level2, raw2) = got
+    (ts, level, raw), (_, level2, raw2), (_, _, raw3) = got
     doc = orjson.loads(raw)
     assert level == 50 and doc["log"]["level"] == "CRITICAL"
     assert doc["event"] == {"dataset": "rtcore.agent", "action": "rt_crashed"}
@@ -165,6 +209,9 @@ def test_agent_records_carry_action_fields_trace_and_error() -> None:
     assert doc["trace"] == {"id": "ab" * 16} and doc["span"] == {"id": "cd" * 8}
     assert doc["process"]["name"] == "rtctl-agent" and doc["process"]["thread"]["id"] > 0
     assert doc["rtcore"]["time_ns"] == ts
+    # the OS thread id of the thread that logged, as the RT's records carry
+    assert doc["process"]["thread"]["id"] == threading.get_native_id()
+    assert orjson.loads(raw3)["process"]["thread"]["id"] == tids[0] != threading.get_native_id()
     err = orjson.loads(raw2)
     assert level2 == 40 and err["error"] == {"type": "ValueError", "message": "boom"}
 

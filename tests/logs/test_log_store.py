@@ -142,6 +142,10 @@ def test_after_seq_follows_in_seq_order(store: LogStore) -> None:
     store.deliver([record(13, MIDNIGHT + 7200 * S), record(14, MIDNIGHT + 60 * S)])
     # a late record (earlier time, later seq) still comes after what was seen
     assert seqs(store.search(after_seq=12)) == [13, 14]
+    # across days too: a late record of the day before lands in another index
+    store.deliver([record(15, MIDNIGHT - 3600 * S), record(16, MIDNIGHT + 7300 * S)])
+    assert seqs(store.search(after_seq=12)) == [13, 14, 15, 16]
+    assert seqs(store.search(after_seq=0))[-4:] == [13, 14, 15, 16]
 
 
 def test_query_text_is_words_not_syntax(store: LogStore) -> None:
