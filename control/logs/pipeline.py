@@ -85,10 +85,9 @@ class SinkWorker:
             if delivery.done < len(records):
                 self.spool.rewind(self.sink.name)
             if delivery.retry_after_s:
-                if self._stop.is_set():
-                    return  # the sink is away: what is left waits in the spool
                 self.retry_until = time.monotonic() + delivery.retry_after_s
-                self._stop.wait(delivery.retry_after_s)
+                if self._stop.wait(delivery.retry_after_s):
+                    return  # stopping while the sink asked to wait: the rest waits in the spool
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -166,6 +166,10 @@ def test_logging_json_has_contract_fields():
         "drain_ge_1M_records_per_s",
         "node_drain_ge_500k_records_per_s_with_a_slow_subscriber",
         "promote_within_one_period",
+        "delivery_p99_le_100ms",
+        "bulk_delivery_p99_le_500ms",
+        "sustained_200k_per_s_no_ring_drops",
+        "search_p95_le_50ms_every_shape",
     }
     node = r["node_drainer"]
     assert node["subscriber_dropped"]["fast"] == 0 and node["subscriber_dropped"]["slow"] > 0
