@@ -4,6 +4,7 @@ memory. Checks the shape of the reports (the public contract), never timing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -264,7 +265,10 @@ def test_tracing_json_has_its_figures_and_baseline():
     )
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout)
-    assert_numbers(r, ("overhead_pct", "added_ns_per_cycle", "sdk_over_rt_span_push"))
+    # a difference of two noisy means (one short round here): either sign is a figure
+    for key in ("overhead_pct", "added_ns_per_cycle"):
+        assert isinstance(r[key], NUMBER) and math.isfinite(r[key]), (key, r[key])
+    assert_numbers(r, ("sdk_over_rt_span_push",))
     assert r["overhead"]["spans_per_cycle_on"] > 1, "spans were really recorded when on"
     assert r["baseline"]["opentelemetry_sdk_span_ns"]["mean_ns"] > 0
     assert_numbers(r["trace_get_ms"], ("p50", "p99"))
