@@ -139,21 +139,23 @@ def test_an_agent_killed_while_a_bulk_request_is_in_flight_duplicates_nothing(
     again = AgentProc(agent.spawn, Path(agent.data_dir).parent, agent.node_id, *args)
     again.port, again.target = agent.port, agent.target
     proxy.hold_responses(0)
-    again.start()
-    wait_for(
-        lambda: again.status()["logs"]["sinks"]["elastic"]["duplicates"] > 0,
-        timeout=30,
-        what="the replayed batch answered with 409",
-    )
-    again.call("rt", "stop")
+    try:
+        again.start()
+        wait_for(
+            lambda: again.status()["logs"]["sinks"]["elastic"]["duplicates"] > 0,
+            timeout=30,
+            what="the replayed batch answered with 409",
+        )
+        again.call("rt", "stop")
 
-    def caught_up():
-        spool = again.status()["logs"]["spool"]
-        return spool["sinks"]["elastic"]["acked"] >= spool["last_seq"] or None
+        def caught_up():
+            spool = again.status()["logs"]["spool"]
+            return spool["sinks"]["elastic"]["acked"] >= spool["last_seq"] or None
 
-    wait_for(caught_up, timeout=60, interval=0.5, what="the rest delivered")
-    ids = opensearch.ids(INDEX)
-    assert max(ids.values()) == 1, "a document indexed twice"
-    assert len(ids) > indexed_before
-    assert_complete_and_ordered(rt_records(opensearch))
-    again.cleanup()
+        wait_for(caught_up, timeout=60, interval=0.5, what="the rest delivered")
+        ids = opensearch.ids(INDEX)
+        assert max(ids.values()) == 1, "a document indexed twice"
+        assert len(ids) > indexed_before
+        assert_complete_and_ordered(rt_records(opensearch))
+    finally:
+        again.cleanup()  # a second agent of the node: the fixture knows only the first

@@ -103,10 +103,12 @@ def test_the_level_set_at_runtime_outlives_an_rt_restart_and_an_agent_restart(
     agent.kill()
     again = AgentProc(agent.spawn, Path(agent.data_dir).parent, agent.node_id, *args)
     again.port, again.target = agent.port, agent.target
-    again.start()
-    assert again.status()["rt"]["pid"] == new, "the RT was restarted, not adopted"
-    assert again.call("log-level", "get")["rt"] == "DEBUG"
-    again.cleanup()
+    try:
+        again.start()
+        assert again.status()["rt"]["pid"] == new, "the RT was restarted, not adopted"
+        assert again.call("log-level", "get")["rt"] == "DEBUG"
+    finally:
+        again.cleanup()  # a second agent of the node: the fixture knows only the first
 
 
 @pytest.mark.slow
@@ -182,33 +184,37 @@ def test_an_agent_killed_mid_delivery_resumes_without_loss_or_duplicate(agent_fa
     agent.kill()
     again = AgentProc(agent.spawn, Path(agent.data_dir).parent, agent.node_id, *args)
     again.port, again.target = agent.port, agent.target
-    again.start()
-    st = again.status()
-    assert st["rt"]["pid"] == rt_pid, "the RT was restarted, not adopted"
-    wait_for(
-        lambda: again.status()["logs"]["spool"]["appended"] > 1000,
-        timeout=30,
-        what="records flowing again",
-    )
-    again.call("rt", "stop")
-    wait_for(
-        lambda: again.status()["logs"]["spool"]["sinks"]["store"]["lag_records"] == 0 or None,
-        timeout=30,
-        what="the store to catch up",
-    )
-    assert again.status()["rt"]["ring_dropped"]["log"] == 0, "the ring overflowed: too slow"
-    docs = all_records(again)
-    seqs = Counter(d["_seq"] for d in docs)
-    assert max(seqs.values()) == 1, "a record stored twice"
-    assert len(docs) == again.status()["logs"]["sinks"]["store"]["docs"]
-    cycles = Counter(
-        d["rtcore"]["cycle"] for d in docs if d["rtcore"].get("template", "").startswith("record")
-    )
-    assert max(cycles.values()) == 1, "a cycle's record stored twice"
-    first, last = min(cycles), max(cycles)
-    missing = sorted(set(range(first, last + 1)) - set(cycles))
-    assert not missing, f"{len(missing)} cycles' records lost, e.g. {missing[:5]}"
-    again.cleanup()
+    try:
+        again.start()
+        st = again.status()
+        assert st["rt"]["pid"] == rt_pid, "the RT was restarted, not adopted"
+        wait_for(
+            lambda: again.status()["logs"]["spool"]["appended"] > 1000,
+            timeout=30,
+            what="records flowing again",
+        )
+        again.call("rt", "stop")
+        wait_for(
+            lambda: again.status()["logs"]["spool"]["sinks"]["store"]["lag_records"] == 0 or None,
+            timeout=30,
+            what="the store to catch up",
+        )
+        assert again.status()["rt"]["ring_dropped"]["log"] == 0, "the ring overflowed: too slow"
+        docs = all_records(again)
+        seqs = Counter(d["_seq"] for d in docs)
+        assert max(seqs.values()) == 1, "a record stored twice"
+        assert len(docs) == again.status()["logs"]["sinks"]["store"]["docs"]
+        cycles = Counter(
+            d["rtcore"]["cycle"]
+            for d in docs
+            if d["rtcore"].get("template", "").startswith("record")
+        )
+        assert max(cycles.values()) == 1, "a cycle's record stored twice"
+        first, last = min(cycles), max(cycles)
+        missing = sorted(set(range(first, last + 1)) - set(cycles))
+        assert not missing, f"{len(missing)} cycles' records lost, e.g. {missing[:5]}"
+    finally:
+        again.cleanup()  # a second agent of the node: the fixture knows only the first
 
 
 def test_logs_tail_follow_prints_every_new_record_once_in_order(agent_factory, chatty):
