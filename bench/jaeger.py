@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -16,6 +15,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.runner import terminate
 
 JAEGER_BIN = Path(
     os.environ.get("RTCORE_JAEGER", "~/.cache/rtcore/jaeger-v1.76.0/jaeger")
@@ -119,13 +120,7 @@ class Jaeger:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        terminate(proc)
 
     def log_tail(self, n: int = 2000) -> str:
         return self.log.read_text(errors="replace")[-n:]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.jaeger import free_port
+from bench.runner import terminate
 
 VERSION = "2.19.6"
 OPENSEARCH_HOME = Path(
@@ -98,13 +98,7 @@ class OpenSearch:
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        terminate(proc, grace_s=30)
 
     def kill(self) -> None:
         """SIGKILL: a crash; what was acknowledged survives in the translog."""

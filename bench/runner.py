@@ -126,6 +126,18 @@ def run_bounded(
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
+def terminate(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM, and SIGKILL if it is still there after grace_s; waits for it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def _kill(proc: subprocess.Popen) -> None:
     proc.kill()
     proc.communicate()
@@ -173,13 +185,7 @@ def background_rt(what: str, *args: str) -> Iterator[tuple[subprocess.Popen, str
     try:
         yield proc, name
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        terminate(proc)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(SHM_DIR, name))
 
@@ -242,13 +248,7 @@ def background_agent(what: str, cpu: int, *args: str) -> Iterator[AgentRun]:
         rt_pid = wait_until(running, 60, f"the {what} agent's RT loop", interval=0.05)
         yield AgentRun(proc, target, data_dir, shm)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # the agent stops its RT process itself
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        terminate(proc, grace_s=15)  # the agent stops its RT process itself
         # a killed agent leaves its RT process (own session); a restarted one too
         with contextlib.suppress(SegmentError, FileNotFoundError):
             seg = Segment.open(shm)

@@ -44,13 +44,7 @@ def add(commands: Any) -> None:
         "  rtctl logs search --level error overrun",
     )
     search.add_argument("text", nargs="*", metavar="TEXT", help="words the message must contain")
-    search.add_argument(
-        "--level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        metavar="LEVEL",
-        help=f"this level and worse: {', '.join(LOG_LEVELS)} (any case)",
-    )
+    _add_level(search)
     search.add_argument(
         "--event", default="", metavar="EVENT", help="event.action, e.g. deadline_miss"
     )
@@ -74,8 +68,16 @@ def add(commands: Any) -> None:
         "-n", dest="limit", type=int_in(1, 1000), default=20, metavar="N", help="last N (20)"
     )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
-    tail.add_argument(
-        "--level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL", help="this level and worse"
+    _add_level(tail)
+
+
+def _add_level(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"this level and worse: {', '.join(LOG_LEVELS)} (any case)",
     )
 
 
