@@ -29,6 +29,7 @@ from __future__ import annotations
 import calendar
 import os
 import random
+import re
 import shutil
 import threading
 import time
@@ -318,9 +319,14 @@ class LogStore:
                 # deleted records keep their bytes until tantivy drops or merges
                 # their segment: count only the live share, or each pass would
                 # delete again what the last one did
-                live = self._bytes() * _live_share(day.path)
-                if live > self.max_bytes:
-                    deleted = self._delete_oldest(day, 1 - self.max_bytes * LOW_WATER / live)
+                # records differ in size (merged segments pack tighter), so a
+                # share of the count frees only about that share of the bytes:
+                # a few passes bring the day under the cap in one call
+                for _ in range(4):
+                    live = _index_bytes(day.path)[1]
+                    if live <= self.max_bytes:
+                        break
+                    deleted += self._delete_oldest(day, 1 - self.max_bytes * LOW_WATER / live)
         return {"days_removed": removed, "records_deleted": deleted, "bytes": self._bytes()}
 
     def _delete_oldest(self, day: _Day, share: float) -> int:
@@ -443,7 +449,7 @@ class LogStore:
         }
 
     def _bytes(self) -> int:
-        return sum(_tree_bytes(d.path) for d in self._days.values())
+        return sum(_index_bytes(d.path)[0] for d in self._days.values())
 
     def close(self) -> None:
         with self._write:
@@ -544,16 +550,48 @@ def _parse_day(name: str) -> int | None:
     return calendar.timegm(t) // 86_400
 
 
-def _live_share(path: str) -> float:
-    """The share of the index's documents not deleted, from tantivy's meta.json."""
+_SEGMENT_FILE = re.compile("[0-9a-f]{32}")
+
+
+def _index_bytes(path: str) -> tuple[int, float]:
+    """(bytes, live bytes) of the segments the index's committed meta.json
+    names. Files of a merge still running, or of merged segments not yet
+    collected, are not counted: counting them made a size check right after a
+    merge see the day doubled and cut it again. Live bytes weigh each segment
+    by the share of its documents not deleted (their bytes stay until tantivy
+    merges or drops the segment)."""
     try:
         with open(os.path.join(path, "meta.json"), "rb") as f:
             segments = orjson.loads(f.read())["segments"]
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
-        return 1.0
-    total = sum(s["max_doc"] for s in segments)
-    deleted = sum((s.get("deletes") or {}).get("num_deleted_docs", 0) for s in segments)
-    return (total - deleted) / total if total else 1.0
+        share = {
+            s["segment_id"].replace("-", ""): (
+                1 - (s.get("deletes") or {}).get("num_deleted_docs", 0) / s["max_doc"]
+                if s["max_doc"]
+                else 0.0
+            )
+            for s in segments
+        }
+    except FileNotFoundError:
+        return 0, 0.0
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        share = None  # unreadable meta: count every file as live
+    total, live = 0, 0.0
+    try:
+        with os.scandir(path) as entries:
+            for e in entries:
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                size = e.stat(follow_symlinks=False).st_size
+                segment = e.name.split(".", 1)[0]
+                if share is not None and _SEGMENT_FILE.fullmatch(segment):
+                    weight = share.get(segment)
+                    if weight is not None:
+                        total, live = total + size, live + size * weight
+                else:  # meta.json, .managed.json, locks; or every file if meta is unreadable
+                    total, live = total + size, live + size
+    except FileNotFoundError:
+        pass
+    return total, live
 
 
 def _free_mib(path: str) -> str:
@@ -561,15 +599,3 @@ def _free_mib(path: str) -> str:
         return f"{shutil.disk_usage(path).free >> 20} MiB"
     except OSError as e:
         return f"unknown MiB ({e.strerror})"
-
-
-def _tree_bytes(path: str) -> int:
-    total = 0
-    try:
-        with os.scandir(path) as entries:
-            for e in entries:
-                if e.is_file(follow_symlinks=False):
-                    total += e.stat(follow_symlinks=False).st_size
-    except FileNotFoundError:
-        pass
-    return total

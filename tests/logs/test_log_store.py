@@ -339,6 +339,23 @@ def fill(s: LogStore, first_seq: int, start_ns: int, n: int, step_ns: int) -> No
     )
 
 
+def test_size_counts_only_the_segments_the_index_has_committed(tmp_path: Path) -> None:
+    """A merge writes its new segment before meta.json names it, and merged-away
+    segments stay until collected: counting those files made a size check see
+    a day up to twice its size and cut it again."""
+    s = LogStore(tmp_path / "logs", max_bytes=1 << 40)
+    try:
+        fill(s, 1, MIDNIGHT, 500, S)
+        size = s.stats()["bytes"]
+        [day] = [p for p in (tmp_path / "logs").iterdir() if p.is_dir()]
+        (day / ("ab" * 16 + ".store")).write_bytes(b"x" * size)  # a merge in flight
+        assert s.stats()["bytes"] == size
+        s.max_bytes = size
+        assert s.retention()["records_deleted"] == 0
+    finally:
+        s.close()
+
+
 def test_retention_by_size_removes_the_oldest_days(tmp_path: Path) -> None:
     s = LogStore(tmp_path / "logs", max_bytes=1 << 40)
     try:
