@@ -16,6 +16,7 @@ Waypoint = tuple[float, list[float]]
 RT_ACTIONS = ("start", "stop", "run", "hold", "safe")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 LOG_LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
+CLUSTER_ROLES = ("primary", "standby", "witness", "candidate", "fenced")
 # the RT's numbers for them (rtcore/include/rtcore/layout.h), also the spool's
 LEVEL_NUMBERS = {"DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
 
@@ -109,6 +110,30 @@ class AgentAPI(Protocol):
     def placement(self) -> dict[str, Any]:
         """{'cpus': 'LIST' or '', 'isolated': bool, 'numa_node': N or -1,
         'isolation': {...}, 'kernel_isolation': {...}, 'numa': {...}}"""
+        ...
+
+    def cluster_status(self) -> dict[str, Any]:
+        """This node's view of the Raft cluster:
+
+        {"node_id", "role" (one of CLUSTER_ROLES), "term", "leader" (node id,
+        "" if none is known), "has_quorum", "lease_ms",
+        "lease_age_ms" (age of this node's quorum lease; None unless it holds one),
+        "elections" (leader changes this node has seen since it started),
+        "commit_index", "last_applied",
+        "checkpoint_lag_ms" (age of the newest replicated checkpoint this node
+        has applied: now minus when the primary's RT wrote it; None if none),
+        "replication_lag_ms": {"p50", "p99", "max", "count"},
+        "healthy" (its RT runs and beats; a witness: True), "rt_state",
+        "members": [{"node_id" ("" until known), "raft": "HOST:PORT",
+        "listen": "HOST:PORT" ("" if unknown), "witness", "self", "connected"}]}"""
+        ...
+
+    def cluster_failover(self, to: str | None = None) -> dict[str, Any]:
+        """Planned handover from this node, which must be the primary, to the
+        standby `to` (a node id) or, None, the healthiest caught-up standby.
+        Returns {"from", "to", "term", "gap_ms" (float or None)}. InvalidArgument
+        when `to` is no member, this node or a witness; FailedPrecondition when
+        this node is not the primary or the standby is unhealthy or behind."""
         ...
 
     def subscribe(self, kinds: list[str] | None = None) -> Subscription: ...

@@ -37,6 +37,10 @@ class AgentConfig:
     data_dir: str = ""
     raft: str = ""
     peers: list[str] = field(default_factory=list)
+    witness: bool = False  # votes in the cluster, runs no RT loop
+    lease_ms: int = 60  # the primary's quorum lease (and its RT's lease) in a cluster
+    election_timeout_ms: int = 150  # Raft's minimum election timeout (the maximum is twice it)
+    heartbeat_ms: int = 20  # the leader's append-entries period
     cpus: list[int] = field(default_factory=list)
     period_us: int = 1000
     priority: int = 80
@@ -129,6 +133,10 @@ class AgentConfig:
                 )
             except ElasticConfigError as e:
                 raise InvalidArgument(label("es_url"), str(e)) from None
+        if self.raft or self.peers or self.witness:
+            from control.cluster.members import check_membership
+
+            check_membership(self, label)
         problem = plaintext_problem(self)
         if problem:
             raise InvalidArgument(label("listen"), problem)
@@ -173,6 +181,12 @@ FLAG_HELP = {
     "data_dir": "checkpoints, jobs and logs (default ~/.local/state/rtcore/NODE_ID)",
     "raft": "this node's Raft address HOST:PORT (none: single node)",
     "peer": "another node's Raft address; repeat for each",
+    "witness": "vote in the cluster without running an RT loop (the third member of a "
+    "primary/standby pair)",
+    "lease_ms": "the primary's quorum lease in ms (default 60; below election_timeout_ms): "
+    "a cut-off primary's RT stops actuating within it",
+    "election_timeout_ms": "Raft's minimum election timeout in ms (default 150)",
+    "heartbeat_ms": "the Raft leader's heartbeat period in ms (default 20)",
     "cpus": "CPUs for the RT thread, e.g. 1 or 2-3",
     "period_us": f"RT cycle period in microseconds, {MIN_PERIOD_US}..{MAX_PERIOD_US} "
     "(default 1000)",
@@ -208,13 +222,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     given; values stay text here and go through the same rules as the file's."""
     p.add_argument("--config", help=FLAG_HELP["config"])
     for name in FLAG_HELP:
-        if name in ("config", "peer", "insecure"):
+        if name in ("config", "peer", "insecure", "witness"):
             continue
         flag = "--" + name.replace("_", "-")
         metavar = {"auth": "{mutations,all}", "wake_mode": "{sleep,hybrid}"}.get(name)
         p.add_argument(flag, dest=name, metavar=metavar, help=FLAG_HELP[name])
     p.add_argument("--peer", dest="peers", action="append", help=FLAG_HELP["peer"])
     p.add_argument("--insecure", action="store_true", default=None, help=FLAG_HELP["insecure"])
+    p.add_argument("--witness", action="store_true", default=None, help=FLAG_HELP["witness"])
     p.add_argument(
         "--systemd-unit",
         dest="systemd_unit",

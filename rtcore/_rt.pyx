@@ -239,6 +239,7 @@ cdef class Runtime:
         self.rt.ckpt_seq = best.seq
         self.rt.cycle = best.cycle
         self.rt.adopted_epoch = best.epoch
+        self.rt.adopted_seq = best.seq
         self.rt.seg.status.restored_seq = best.seq
         self.rt.seg.status.restored_cycle = best.cycle
         self.rt.seg.status.ckpt_seq = best.seq

@@ -115,6 +115,7 @@ cdef struct Rt:
     int64_t fault_code          # last step result, 0 when healthy
     uint64_t skipped_pending    # periods skipped before the next step
     uint64_t adopted_epoch      # epoch of the state held: adopted, or this node's own
+    uint64_t adopted_seq        # its seq in its epoch (this loop's own shadow ones count on)
     rtc_limiter step_limit
     rtc_limiter inbound_limit
     rtc_limiter journal_limit
@@ -196,8 +197,11 @@ cdef inline void adopt_inbound(Rt *rt) noexcept nogil:
         elif c.task_id != rt.task_id or c.state_size != rt.task.state_size:
             why = WHY_FOREIGN
         elif c.epoch < rt.adopted_epoch or (c.epoch == rt.adopted_epoch
-                                            and c.seq <= rt.ckpt_seq):
-            return  # not newer than the state this loop holds
+                                            and c.seq <= rt.adopted_seq):
+            # not newer than the state this loop holds. (Against rt.ckpt_seq,
+            # which this loop's own shadow checkpoints advance at the primary's
+            # pace, most replicated ones used to be skipped.)
+            return
     if why != 0:
         rt.seg.status.inbound_refused += 1
         if rtc_limit(&rt.inbound_limit, why, rt.em.now_ns, FAULT_LOG_INTERVAL_NS, &repeats):
@@ -212,6 +216,7 @@ cdef inline void adopt_inbound(Rt *rt) noexcept nogil:
     rt.em.cycle = rt.cycle
     rt.ckpt_seq = c.seq
     rt.adopted_epoch = c.epoch
+    rt.adopted_seq = c.seq
     rt.seg.status.adopted_seq = c.seq
     rt.seg.status.adopted_cycle = c.cycle
     rt.seg.status.adopted_count += 1
@@ -291,6 +296,7 @@ cdef inline void decide_actuation(Rt *rt, int64_t wake) noexcept nogil:
     # from now on the state is this node's own, in its epoch: a replicated
     # checkpoint must be newer than that to replace it after a demotion
     rt.adopted_epoch = rt.ctl.epoch
+    rt.adopted_seq = rt.ckpt_seq
     st.act_epoch = rt.ctl.epoch
     st.act_first_cycle = rt.cycle
     st.act_first_mono_ns = wake

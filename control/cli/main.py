@@ -1,8 +1,8 @@
 """`rtctl`: the operator's command line.
 
 This module builds the parser and dispatches; each command group is a module
-of this package (status, rt, job, checkpoint, logs, log-level, trace, watch, alerts,
-diagnose, bench, agent) and each command's work lives with its subject
+of this package (status, rt, job, checkpoint, cluster, logs, log-level, trace, watch,
+alerts, diagnose, bench, agent) and each command's work lives with its subject
 (benchmarks in bench/, the agent in control/node/, RPCs in control/rpc/client.py). A command handler
 returns a report dict and a function that renders it as text; `--json` prints
 the dict instead (a handler that streams, like `watch`, prints as it goes and
@@ -31,6 +31,7 @@ from control.cli import (
     alerts,
     bench,
     checkpoint,
+    cluster,
     diagnose,
     job,
     log_level,
@@ -50,6 +51,7 @@ GROUPS = (
     rt,
     job,
     checkpoint,
+    cluster,
     logs,
     log_level,
     trace,

@@ -122,7 +122,7 @@ class JobStore:
             row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone()
             job_id = (row[0] if row else 0) + 1
             ev = machine.Submitted(job_id, self._clock(), name, checked)
-            return _public(self._apply(db, ev)[0])
+            return public(self._apply(db, ev)[0])
 
     def cancel(self, job_id: int, time_ns: int) -> tuple[str, dict[str, Any]]:
         """queued | running -> cancelled; returns (the state it had, the job).
@@ -130,7 +130,30 @@ class JobStore:
         with self._tx() as db:
             before = self._load(db, job_id)
             after, _ = self._apply(db, machine.Cancelled(job_id, time_ns))
-            return before.state, _public(after)
+            return before.state, public(after)
+
+    def put(self, job: Job) -> None:
+        """Write `job` as it is (a cluster node mirrors the replicated jobs):
+        inserted, or replacing the row of the same id. Idempotent."""
+        values = {f: getattr(job, f) for f in _STORED}
+        values |= {"waypoints": json.dumps(job.waypoints), "n_waypoints": job.n_waypoints}
+        cols = ", ".join(values)
+        with self._tx() as db:
+            if job.state == "running":
+                # the replicated order is the truth: a row another job left
+                # running (an older mirror) gives way
+                db.execute(
+                    "UPDATE jobs SET state = 'failed', error = 'superseded by the cluster' "
+                    "WHERE state = 'running' AND id != ?",
+                    (job.id,),
+                )
+            db.execute(
+                f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(values))}) "
+                f"ON CONFLICT(id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in values)
+                + ", rev = rev + 1",
+                tuple(values.values()),
+            )
 
     def job(self, job_id: int) -> Job:
         """The job's machine state."""
@@ -138,7 +161,7 @@ class JobStore:
             return self._load(db, job_id)
 
     def get(self, job_id: int) -> dict[str, Any]:
-        return _public(self.job(job_id))
+        return public(self.job(job_id))
 
     def waypoints(self, job_id: int) -> builtins.list[Waypoint]:
         return [(t, list(q)) for t, q in self.job(job_id).waypoints]
@@ -152,7 +175,7 @@ class JobStore:
 
     def running(self) -> dict[str, Any] | None:
         job = self.running_job()
-        return _public(job) if job is not None else None
+        return public(job) if job is not None else None
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
@@ -169,7 +192,7 @@ class JobStore:
         where, args = ("WHERE state = ?", (state, limit)) if state else ("", (limit,))
         with self._tx() as db:
             rows = db.execute(f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", args)
-            return [_public(_from_row(r)) for r in rows.fetchall()]
+            return [public(_from_row(r)) for r in rows.fetchall()]
 
     def _apply(self, db: sqlite3.Connection, ev: machine.Event) -> tuple[Job, bool]:
         """(the job after ev, whether ev changed it)."""
@@ -244,7 +267,7 @@ def _from_row(row: sqlite3.Row) -> Job:
     return Job(**fields)
 
 
-def _public(job: Job) -> dict[str, Any]:
+def public(job: Job) -> dict[str, Any]:
     doc = {k: getattr(job, k) for k in _PUBLIC}
     doc["progress"] = job.cursor / job.n_waypoints
     return doc

@@ -18,6 +18,8 @@ from typing import Any
 from loguru import logger
 
 from control.api import LOG_LEVELS, RT_ACTIONS, Waypoint
+from control.cluster.cluster import Cluster, Hooks
+from control.cluster.jobs import ReplicatedJobs
 from control.config import AgentConfig
 from control.errors import ControlError, FailedPrecondition, InvalidArgument
 from control.jobs.runner import JobRunner, checkpoint_position
@@ -91,7 +93,6 @@ class Agent:
         self.started = time.monotonic()
         os.makedirs(cfg.data_dir, exist_ok=True)
         self._lock_file = self._take_lock()
-        self.epoch = SINGLE_NODE_EPOCH
         self.origin = node_origin(cfg.node_id)
         self.link = SegmentLink(cfg.shm_name)
         self.bus = EventBus(cfg.node_id)
@@ -101,10 +102,26 @@ class Agent:
             on_corrupt=self._on_corrupt,
         )
         self.saver = CheckpointSaver(self.checkpoints, interval_ms=cfg.checkpoint_interval_ms)
-        self.jobs = JobStore(os.path.join(cfg.data_dir, "jobs.db"))
+        self.cluster: Cluster | None = None
+        self._promoted = False  # the roles thread made this node primary: the runner resumes
+        local_jobs = JobStore(os.path.join(cfg.data_dir, "jobs.db"))
+        self.jobs: Any = local_jobs
+        if cfg.raft:
+            self.cluster = Cluster(
+                cfg,
+                Hooks(
+                    segment_buf=self._segment_buf,
+                    rt_healthy=self._rt_healthy,
+                    job_changed=local_jobs.put,
+                    setting_changed=self._apply_setting,
+                    on_role=self._on_role,
+                    announce=self._announce,
+                ),
+            )
+            self.jobs = ReplicatedJobs(local_jobs, self.cluster.state)
         self._seq = itertools.count(int(time.time() * 1000) << 16)
         self._seq_lock = threading.Lock()
-        self.commands = CommandWriter(self.link, lambda: self.epoch)
+        self.commands = CommandWriter(self.link, self._epoch)
         self.propagation = TracePropagation(
             self.commands.send,
             self._record_spans,
@@ -123,7 +140,11 @@ class Agent:
         self.placement_mgr = PlacementManager(
             cfg, lambda: self.supervisor.pid, self._on_placement_event
         )
-        self.lease = LeaseKeeper(self._segment_buf, cfg.lease_timeout_ms)
+        self.lease = (
+            LeaseKeeper(self._segment_buf, cfg.lease_timeout_ms)
+            if self.cluster is None
+            else LeaseKeeper(self._segment_buf, cfg.lease_ms, stamp=self.cluster.rt_lease_stamp)
+        )
         self.supervisor = Supervisor(
             cfg,
             self._on_supervisor_event,
@@ -192,6 +213,10 @@ class Agent:
             Ticker("log-retention", LOG_RETENTION_S, self._log_retention),
         ):
             life.add(Component(ticker.name, start=ticker.start, stop=ticker.stop))
+        if self.cfg.witness:
+            # a witness votes and serves; it runs no RT loop
+            life.add(Component("cluster", start=self._start_cluster, stop=self._stop_cluster))
+            return life
         life.add(Component("lease", start=self.lease.start, stop=self.lease.stop))
         life.add(
             Component("placement", start=self.placement_mgr.recover, stop=self._undo_placement)
@@ -204,7 +229,18 @@ class Agent:
                 stop_timeout_s=15.0,
             )
         )
+        if self.cluster is not None:
+            # stops first: a primary's RT stops actuating before anything else goes
+            life.add(Component("cluster", start=self._start_cluster, stop=self._stop_cluster))
         return life
+
+    def _start_cluster(self) -> None:
+        assert self.cluster is not None
+        self.cluster.start()
+
+    def _stop_cluster(self) -> None:
+        assert self.cluster is not None
+        self.cluster.stop()
 
     # ---- lifecycle ----------------------------------------------------
 
@@ -310,10 +346,52 @@ class Agent:
             self.saver.poll(seg)
 
     def _tick_jobs(self) -> None:
+        if not self._is_primary():
+            return  # only the primary runs jobs; the others mirror them
+        if self._promoted:
+            # the RT now acting on the state it shadowed: the running job goes on from it
+            self._promoted = False
+            self.runner.on_rt_restarted(self._task_state())
         seg = self.link.get()
         if seg is not None and self._adopt_recheck is not None:
             self._recheck_adopted_job()
         self.runner.tick(self.supervisor.state == "running")
+
+    def _is_primary(self) -> bool:
+        return self.cluster is None or self.cluster.role == "primary"
+
+    def _epoch(self) -> int:
+        return self.cluster.epoch if self.cluster is not None else SINGLE_NODE_EPOCH
+
+    def _rt_healthy(self) -> bool:
+        """The RT process runs its loop and beats (the supervisor checks the beat)."""
+        if self.supervisor.state != "running":
+            return False
+        seg = self.link.current()
+        if seg is None:
+            return False
+        st = seg.view()["status"]
+        return int(st["pid"]) == self.supervisor.pid and layout.STATE_NAMES.get(
+            int(st["state"])
+        ) in ("run", "hold", "safe")
+
+    def _on_role(self, old: str, new: str, term: int) -> None:
+        """On the cluster's roles thread."""
+        if new == "primary":
+            self._promoted = True
+        elif old == "primary" and self.cluster is not None:
+            # the replicated state is newer than what the RT computes in shadow
+            self.cluster.write_inbound()
+
+    def _apply_setting(self, name: str, value: Any) -> None:
+        """A cluster-wide setting committed: applied on this node."""
+        try:
+            if name == "log_level":
+                self._set_log_level_here(*value)
+            elif name == "trace_sampling":
+                self._set_trace_sampling_here(*value)
+        except Exception as e:  # noqa: BLE001 - a node without an RT yet applies it later
+            logger.warning("cluster setting {} = {} not applied here: {}", name, value, e)
 
     def _check_trace_budget(self) -> None:
         """Halve the sampling ratio while tracing costs the loop more than its
@@ -352,7 +430,11 @@ class Agent:
                 k: ev[k] for k in ("cycle", "a", "b", "trace_id", "span_id", "time_ns", "sampled")
             }
             self.bus.publish(f"rt.{kind}", level, f"RT {kind.replace('_', ' ')}", **fields)
-            self.runner.on_event(ev)
+            if self._is_primary():
+                try:
+                    self.runner.on_event(ev)
+                except ControlError as e:
+                    logger.warning("job progress not recorded: {}", e)
             if ev["kind_id"] == reftask.EV_TRACKING_ERROR:
                 self.propagation.tracking_error(ev)
 
@@ -425,14 +507,17 @@ class Agent:
             self.placement_mgr.on_rt_running(self.supervisor.pid)
 
     def _control_args(self) -> list[str]:
-        """The role the RT process starts in: this node drives the outputs
-        (single node) in its epoch while the agent renews its lease."""
+        """The role the RT process starts in: a single node drives the outputs
+        in its epoch while the agent renews its lease; a cluster member starts
+        in shadow (the cluster activates its primary)."""
+        role = (
+            ["--active", "--epoch", str(SINGLE_NODE_EPOCH), "--lease-timeout-ms"]
+            + [str(self.cfg.lease_timeout_ms)]
+            if self.cluster is None
+            else self.cluster.control_args()
+        )
         return [
-            "--active",
-            "--epoch",
-            str(self.epoch),
-            "--lease-timeout-ms",
-            str(self.cfg.lease_timeout_ms),
+            *role,
             "--node-id",
             str(self.origin),
             "--trace-ratio",
@@ -497,6 +582,12 @@ class Agent:
             decoder.reload_strings()
         seg = self.link.get()
         restored = int(seg.view()["status"]["restored_seq"]) if seg is not None else 0
+        if self.cluster is not None:
+            # in shadow: it adopts the newest replicated state; the cluster
+            # makes it primary again if this node still leads
+            self.cluster.write_inbound()
+            self._promoted = self.cluster.role == "primary"
+            return
         self.runner.on_rt_restarted(self._task_state() if restored else None)
 
     def _on_rt_adopted(self) -> None:
@@ -509,6 +600,9 @@ class Agent:
             # the level in force is the RT's, perhaps set at runtime before
             level = int(_core.read_control(seg.buf)["log_level"])
             self._levels["rt"] = LEVEL_NAMES.get(level, self._levels["rt"])
+        if self.cluster is not None:
+            self.cluster.write_inbound()
+            return  # a cluster's runner resumes when this node becomes primary
         job = self.jobs.running()
         state = self._task_state()
         if job is None:
@@ -564,15 +658,10 @@ class Agent:
         disk = self.checkpoints.newest_path()
         return {
             "node_id": self.cfg.node_id,
-            "role": status.role(rt),
+            "role": status.role(rt) if self.cluster is None else self.cluster.role,
             "rt": rt,
             "checkpoint": status.checkpoint_section(seg, disk[0] if disk else 0),
-            "cluster": {
-                "leader": self.cfg.node_id,
-                "term": 0,
-                "has_quorum": True,
-                "members": [self.cfg.node_id],
-            },
+            "cluster": self._cluster_section(),
             "jobs": self.jobs.counts(),
             "placement": self._placement_summary(),
             "drainer": self.drainer.stats(),
@@ -598,6 +687,55 @@ class Agent:
                 },
             },
         }
+
+    def _cluster_section(self) -> dict[str, Any]:
+        if self.cluster is None:
+            return {
+                "leader": self.cfg.node_id,
+                "term": 0,
+                "has_quorum": True,
+                "members": [self.cfg.node_id],
+            }
+        c = self.cluster.status()
+        keys = (
+            "leader",
+            "term",
+            "has_quorum",
+            "role",
+            "lease_age_ms",
+            "elections",
+            "replication_lag_ms",
+            "checkpoint_lag_ms",
+            "promotions",
+        )
+        return {k: c[k] for k in keys} | {"members": [m["node_id"] for m in c["members"]]}
+
+    def cluster_status(self) -> dict[str, Any]:
+        if self.cluster is None:
+            raise FailedPrecondition("this node runs alone (started without --raft/--peer)")
+        doc = self.cluster.status()
+        doc["healthy"] = True if self.cfg.witness else self._rt_healthy()
+        seg = self.link.current()
+        doc["rt_state"] = (
+            status.rt_section(seg, self.supervisor.info(), self.cfg.period_us)["state"]
+            if not self.cfg.witness
+            else "none"
+        )
+        return doc
+
+    def cluster_failover(self, to: str | None = None) -> dict[str, Any]:
+        if self.cluster is None:
+            raise FailedPrecondition("this node runs alone (started without --raft/--peer)")
+        return self.cluster.failover(to, self._wait_not_actuating)
+
+    def _wait_not_actuating(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            seg = self.link.current()
+            if seg is None or not int(seg.view()["status"]["actuating"]):
+                return True
+            time.sleep(0.0002)
+        return False
 
     def _bad_traceparents(self) -> int:
         from control.rpc import service
@@ -708,6 +846,24 @@ class Agent:
             raise InvalidArgument("level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
         if target not in ("rt", "agent", "all"):
             raise InvalidArgument("target", f"{target!r} is not rt, agent or all")
+        if self.cluster is not None:
+            # a cluster-wide setting: every node applies it as it commits
+            self._replicate_setting("log_level", (level, target))
+            return dict(self._levels)
+        return self._set_log_level_here(level, target)
+
+    def _replicate_setting(self, name: str, value: Any) -> None:
+        from control.cluster.raft import RaftUnavailable, call_sync
+
+        assert self.cluster is not None
+        try:
+            call_sync(self.cluster.state.set_setting, name, value)
+        except RaftUnavailable as e:
+            raise FailedPrecondition(
+                f"the cluster did not commit the setting ({e}); nothing was changed"
+            ) from None
+
+    def _set_log_level_here(self, level: str, target: str) -> dict[str, str]:
         if target in ("rt", "all"):
             seg = self.link.get()
             if seg is None:
@@ -732,6 +888,14 @@ class Agent:
             raise InvalidArgument("rt_every_cycles", "must be 0 (off) .. 1000000")
         if ratio is not None and not 0.0 <= ratio <= 1.0:
             raise InvalidArgument("ratio", "must be between 0 and 1")
+        if self.cluster is not None:
+            self._replicate_setting("trace_sampling", (rt_every_cycles, ratio))
+            return self.get_trace_sampling()
+        return self._set_trace_sampling_here(rt_every_cycles, ratio)
+
+    def _set_trace_sampling_here(
+        self, rt_every_cycles: int | None, ratio: float | None
+    ) -> dict[str, Any]:
         if rt_every_cycles is not None:
             seg = self.link.get()
             if seg is None:

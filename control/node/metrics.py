@@ -25,6 +25,11 @@ Every sample carries a `node_id` label. Metric names (all `rtcore_`):
     rtcore_checkpoint_age_seconds             gauge
     rtcore_cluster_term                       gauge
     rtcore_cluster_has_quorum                 gauge
+    rtcore_cluster_role{role}                 gauge: 1 for the Raft role, 0 for the others
+    rtcore_cluster_lease_age_seconds          gauge: age of the quorum lease this node holds
+    rtcore_cluster_elections_total            counter: leader changes seen since start
+    rtcore_cluster_replication_lag_seconds{quantile}  gauge: 0.5, 0.99
+    rtcore_cluster_checkpoint_lag_seconds     gauge: age of the newest applied checkpoint
     rtcore_numa_local_pages_ratio             gauge: RT pages on its NUMA node, 0..1
     rtcore_numa_local_access_ratio            gauge: node-local allocations, 0..1
     rtcore_rt_isolated                        gauge: 1 while CPU isolation is in force
@@ -49,6 +54,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from control.api import CLUSTER_ROLES
 from control.errors import FailedPrecondition
 from rtcore import stats
 
@@ -135,7 +141,21 @@ _GAUGES = (
         "1 while a majority acknowledges this node's lease",
         1.0,
     ),
+    (
+        ("cluster", "lease_age_ms"),
+        "rtcore_cluster_lease_age_seconds",
+        "Age of the quorum lease this node holds",
+        1e-3,
+    ),
+    (
+        ("cluster", "checkpoint_lag_ms"),
+        "rtcore_cluster_checkpoint_lag_seconds",
+        "Age of the newest replicated checkpoint this node has applied",
+        1e-3,
+    ),
 )
+# Replication lag quantiles: (key under cluster.replication_lag_ms, `quantile` label).
+_LAG_QUANTILES = (("p50", "0.5"), ("p99", "0.99"))
 # Counters under rt: (key, name without _total, help).
 _COUNTERS = (
     ("cycles", "rtcore_rt_cycles", "RT cycles executed"),
@@ -237,6 +257,7 @@ class StatusCollector(Collector):
             )
             g.add_metric([node], float(active))
             yield g
+        yield from _cluster_families(node, s.get("cluster") or {})
         yield from _log_families(node, s.get("logs") or {})
         subs = _get(s, ("drainer", "subscribers"))
         if subs:
@@ -248,6 +269,41 @@ class StatusCollector(Collector):
             for name, sub in sorted(subs.items()):
                 c.add_metric([node, name], float(sub["dropped"]))
             yield c
+
+
+def _cluster_families(node: str, cluster: Mapping[str, Any]) -> Iterator[Metric]:
+    """The Raft side of status `cluster` beyond the gauges above; a single
+    node's status lacks these keys, and each missing one is left out."""
+    role = str(cluster.get("role") or "")
+    if role:
+        g = GaugeMetricFamily(
+            "rtcore_cluster_role",
+            "Raft role of the node (1 for the current one, 0 for the others)",
+            labels=["node_id", "role"],
+        )
+        for name in dict.fromkeys((*CLUSTER_ROLES, role)):
+            g.add_metric([node, name], 1 if name == role else 0)
+        yield g
+    if cluster.get("elections") is not None:
+        c = CounterMetricFamily(
+            "rtcore_cluster_elections",
+            "Leader changes this node has seen since it started",
+            labels=["node_id"],
+        )
+        c.add_metric([node], float(cluster["elections"]))
+        yield c
+    lag = cluster.get("replication_lag_ms")
+    if isinstance(lag, Mapping) and lag.get("count") != 0:  # no samples: no quantiles
+        quantiles = [(q, lag[key]) for key, q in _LAG_QUANTILES if lag.get(key) is not None]
+        if quantiles:
+            g = GaugeMetricFamily(
+                "rtcore_cluster_replication_lag_seconds",
+                "Raft replication lag over the recent entries",
+                labels=["node_id", "quantile"],
+            )
+            for quantile, ms in quantiles:
+                g.add_metric([node, quantile], float(ms) * 1e-3)
+            yield g
 
 
 def _log_families(node: str, logs: Mapping[str, Any]) -> Iterator[Metric]:

@@ -19,17 +19,6 @@ from control.placement import systemd
 from control.placement.placement import PlacementStore
 
 
-def refuse_unavailable(cfg: AgentConfig) -> None:
-    """Settings of parts this build does not have yet: refused with a clear
-    line rather than accepted and silently ignored."""
-    if cfg.raft or cfg.peers:
-        raise InvalidArgument(
-            "raft",
-            "clustering (--raft/--peer) is not available in this "
-            "build yet; run without them for a single node",
-        )
-
-
 def write_systemd_unit(cfg: AgentConfig, path: str) -> int:
     """The unit runs the agent with these settings, saved as DATA_DIR/agent.toml."""
     config_path = os.path.join(cfg.data_dir, "agent.toml")
@@ -59,7 +48,6 @@ def main(args: argparse.Namespace) -> int:
     """`rtctl agent`: run a node in the foreground until SIGTERM/SIGINT."""
     try:
         cfg = config_mod.load(args)
-        refuse_unavailable(cfg)
         os.makedirs(cfg.data_dir, exist_ok=True)
     except InvalidArgument as e:
         print(f"rtctl agent: error: {e}", file=sys.stderr)
@@ -91,7 +79,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"rtctl agent: error: {e}", file=sys.stderr)
         return 1
     print(f"rtctl agent: node {cfg.node_id} serving on {cfg.listen}", flush=True)
-    stop.wait()
+    refused = ""
+    while not stop.wait(0.2):
+        refused = agent.cluster.refused if agent.cluster is not None else ""
+        if refused:
+            break
     logger.info("stopping: RT to SAFE, then stopped")
     agent.close(stop_rt=True)
+    if refused:
+        print(f"rtctl agent: error: the cluster refused this node: {refused}", file=sys.stderr)
+        return 2
     return 0

@@ -206,6 +206,18 @@ class Client:
         request = _build("since_ns", lambda: pb.DiagnoseRequest(since_ns=since_ns))
         return self._document(self._call(self._stub.Diagnose, request))
 
+    def cluster_status(self) -> dict[str, Any]:
+        """The agent's view of the Raft cluster (control.api.AgentAPI.cluster_status)."""
+        reply = self._call(self._stub.ClusterStatus, pb.ClusterStatusRequest())
+        return self._document(reply)
+
+    def cluster_failover(self, to: str | None = None) -> dict[str, Any]:
+        """Hand the primary role over to the standby `to` (None: the agent picks
+        the healthiest caught-up one); call it on the primary. Returns
+        {"from", "to", "term", "gap_ms"}."""
+        request = _build("to", lambda: pb.ClusterFailoverRequest(to=to))
+        return self._document(self._call(self._stub.ClusterFailover, request))
+
     def watch(self, kinds: Sequence[str] | None = None) -> EventStream:
         """Events from now on, only those of `kinds` if given. Returns once the
         agent has subscribed, so no event published after that is missed."""

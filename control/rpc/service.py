@@ -50,7 +50,7 @@ from control.jobs import trajectory
 from control.proto_gen.rtcore.v1 import control_pb2 as pb
 from control.proto_gen.rtcore.v1 import control_pb2_grpc as pb_grpc
 from control.rpc.watchslots import Busy, WatchSlots, client_of
-from control.settings import MAX_WATCHERS
+from control.settings import MAX_WATCHERS, NODE_ID_RE
 from rtcore import topology
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Control"].full_name
@@ -63,6 +63,7 @@ MUTATING = frozenset(
         "SetTraceSampling",
         "SetAffinity",
         "SetNumaNode",
+        "ClusterFailover",
     }
 )
 
@@ -288,6 +289,16 @@ def check_job(request: pb.SubmitJobRequest) -> tuple[str, list[trajectory.Waypoi
     return name, trajectory.validate_waypoints(pairs)
 
 
+def check_failover_to(request: pb.ClusterFailoverRequest) -> str | None:
+    if not request.HasField("to"):
+        return None
+    if not NODE_ID_RE.fullmatch(request.to):
+        raise InvalidArgument(
+            "to", f"{request.to[:80]!r} is not a node id (1..64 of letters, digits, '-', '_')"
+        )
+    return request.to
+
+
 def check_kinds(values: Sequence[str]) -> list[str] | None:
     if len(values) > MAX_KINDS:
         raise InvalidArgument("kinds", f"{len(values)} kinds; give at most {MAX_KINDS}")
@@ -508,6 +519,19 @@ class ControlServicer(pb_grpc.ControlServicer):
     @_rpc
     def GetPlacement(self, request: pb.GetPlacementRequest, context: Any) -> pb.Placement:
         return document(pb.Placement, self._api.placement())
+
+    @_rpc
+    def ClusterStatus(
+        self, request: pb.ClusterStatusRequest, context: Any
+    ) -> pb.ClusterStatusReply:
+        return document(pb.ClusterStatusReply, self._api.cluster_status())
+
+    @_rpc
+    def ClusterFailover(
+        self, request: pb.ClusterFailoverRequest, context: Any
+    ) -> pb.ClusterFailoverReply:
+        to = check_failover_to(request)
+        return document(pb.ClusterFailoverReply, self._api.cluster_failover(to))
 
     def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.Event]:
         with _serving("Watch", context):

@@ -22,8 +22,18 @@ CLOCK_REFRESH_S = 1.0
 
 
 class LeaseKeeper:
-    def __init__(self, segment_buf: Callable[[], Any], timeout_ms: int) -> None:
+    """`stamp` gives the lease to write (a monotonic time), None for none (the
+    RT's lease then runs out); without it the lease is stamped with now. A
+    cluster's primary passes its quorum lease (control.cluster.lease)."""
+
+    def __init__(
+        self,
+        segment_buf: Callable[[], Any],
+        timeout_ms: int,
+        stamp: Callable[[], int | None] | None = None,
+    ) -> None:
         self._buf = segment_buf
+        self._stamp = stamp
         self.timeout_ms = timeout_ms
         # several renewals per timeout: one late wake-up of this thread must not lapse it
         self._interval = timeout_ms / 5000
@@ -44,8 +54,17 @@ class LeaseKeeper:
     def renew_now(self) -> None:
         buf = self._buf()
         if buf is not None:
+            self._renew(buf)
+
+    def _renew(self, buf: Any) -> None:
+        if self._stamp is None:
             _core.renew_lease(buf)
-            self.renewals += 1
+        else:
+            stamp = self._stamp()
+            if stamp is None:
+                return
+            _core.write_control(buf, lease_ns=stamp)
+        self.renewals += 1
 
     def _run(self) -> None:
         next_clock = 0.0
@@ -54,8 +73,7 @@ class LeaseKeeper:
                 buf = self._buf()
                 if buf is None:
                     continue
-                _core.renew_lease(buf)
-                self.renewals += 1
+                self._renew(buf)
                 now = time.monotonic()
                 if now >= next_clock:
                     _core.anchor_clock(buf)

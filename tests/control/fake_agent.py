@@ -6,10 +6,13 @@ invariants the service promises (every value in range): a broken one is
 appended to `violations` instead of raised, so a test can assert none
 happened even when the service swallowed the error. `fail[method] = exc`
 makes that method raise exc; `publish()` feeds watch subscriptions.
+`cluster` is the document cluster_status() returns (cluster_doc() builds one
+for any node of a made-up cluster); cluster_failover() hands over from it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import threading
@@ -18,12 +21,61 @@ from collections.abc import Iterator
 from typing import Any
 
 from control.api import JOB_STATES, LOG_LEVELS, RT_ACTIONS, Waypoint
-from control.errors import FailedPrecondition, NotFound
+from control.errors import FailedPrecondition, InvalidArgument, NotFound
 from control.rpc.service import current_traceparent
+from control.settings import NODE_ID_RE
 
 NODE_ID = "fake-1"
 # beyond 2**53: a double (google.protobuf.Struct) would change it, JSON must not
 BIG_INT = 2**53 + 1
+
+
+def member(
+    node_id: str, raft: str, listen: str = "", witness: bool = False, connected: bool = True
+) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "raft": raft,
+        "listen": listen,
+        "witness": witness,
+        "self": False,
+        "connected": connected,
+    }
+
+
+def cluster_doc(
+    node_id: str = NODE_ID,
+    role: str = "primary",
+    leader: str = NODE_ID,
+    members: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A cluster_status() document of `node_id`; members default to itself, a
+    standby and a witness, none with a gRPC address."""
+    if members is None:
+        members = [
+            member(NODE_ID, "127.0.0.1:7001"),
+            member("fake-2", "127.0.0.1:7002"),
+            member("fake-3", "127.0.0.1:7003", witness=True),
+        ]
+    members = [{**m, "self": m["node_id"] == node_id} for m in members]
+    primary = role == "primary"
+    return {
+        "node_id": node_id,
+        "role": role,
+        "term": 3,
+        "leader": leader,
+        "has_quorum": bool(leader),
+        "lease_ms": 500,
+        "lease_age_ms": 40.0 if primary else None,
+        "elections": 1,
+        "commit_index": 12,
+        "last_applied": 12,
+        "checkpoint_lag_ms": None if primary else 2.5,
+        "replication_lag_ms": {"p50": 0.8, "p99": 2.5, "max": 4.0, "count": 120},
+        "healthy": role != "fenced",
+        "rt_state": "run" if primary else "hold",
+        "members": members,
+    }
 
 
 class FakeSubscription:
@@ -66,6 +118,7 @@ class FakeAgent:
         self.sampling: dict[str, Any] = {"rt_every_cycles": 0, "ratio": 1.0}
         self.subscriptions: list[FakeSubscription] = []
         self.placement_doc: dict[str, Any] = {"cpus": "", "isolated": False, "numa_node": -1}
+        self.cluster = cluster_doc()
 
     # ---- bookkeeping ------------------------------------------------------
 
@@ -325,3 +378,32 @@ class FakeAgent:
         with self._lock:
             self.subscriptions.append(sub)
         return sub
+
+    def cluster_status(self) -> dict[str, Any]:
+        self._enter("cluster_status")
+        with self._lock:
+            return copy.deepcopy(self.cluster)
+
+    def cluster_failover(self, to: str | None = None) -> dict[str, Any]:
+        self._enter("cluster_failover", to)
+        self._expect(to is None or bool(NODE_ID_RE.fullmatch(to)), f"failover to {to!r}")
+        with self._lock:
+            c = self.cluster
+            if c["role"] != "primary":
+                raise FailedPrecondition(
+                    f"{c['node_id']} is not the primary ({c['leader'] or 'none'} is): "
+                    "run the failover there"
+                )
+            ids = {m["node_id"] for m in c["members"]}
+            standbys = [m["node_id"] for m in c["members"] if not m["self"] and not m["witness"]]
+            if to is None and not standbys:
+                raise FailedPrecondition("no standby is healthy and caught up")
+            if to is not None and to not in ids:
+                raise InvalidArgument("to", f"{to!r} is no member of the cluster")
+            if to is not None and to not in standbys:
+                why = "this node" if to == c["node_id"] else "a witness: it runs no RT"
+                raise InvalidArgument("to", f"{to} is {why}")
+            new = to or standbys[0]
+            c.update(role="standby", leader=new, term=c["term"] + 1, lease_age_ms=None)
+            c["elections"] += 1
+            return {"from": c["node_id"], "to": new, "term": c["term"], "gap_ms": 3.5}

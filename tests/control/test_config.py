@@ -45,6 +45,10 @@ FILE_CASES = [
     Case('raft = "10.0.0.1"', "raft", '"10.0.0.1"'),
     Case("peers = [1]", "peers", "[1]"),
     Case('peer = "10.0.0.2:7771"', "peer", '"10.0.0.2:7771"'),
+    Case('witness = "yes"', "witness", '"yes"'),
+    Case("lease_ms = 2", "lease_ms", "2"),
+    Case("election_timeout_ms = 5", "election_timeout_ms", "5"),
+    Case("heartbeat_ms = 0", "heartbeat_ms", "0"),
     Case('cpus = ["x"]', "cpus", '["x"]'),
     Case('cpus = "0-a"', "cpus", '"0-a"'),
     Case("cpus = [4095]", "cpus", "[4095]"),
@@ -106,6 +110,8 @@ FILE_CASES = [
     Case("period_us = ", "--config", "{file}"),  # not TOML
 ]
 
+RAFT = "--raft 127.0.0.1:17001"
+TWO_PEERS = f"{RAFT} --peer 127.0.0.1:17002 --peer 127.0.0.1:17003"
 FLAG_CASES = [
     Case("--log-level verbose", "--log-level", "verbose"),
     Case("--period-us abc", "--period-us", "abc"),
@@ -119,6 +125,27 @@ FLAG_CASES = [
     Case("--listen 0.0.0.0:7761", "--listen", "0.0.0.0:7761"),
     Case("--metrics-listen 9761", "--metrics-listen", "9761"),
     Case("--peer 10.0.0.2", "--peer", "10.0.0.2"),
+    # cluster membership: refused before anything starts
+    Case("--peer 127.0.0.1:17002 --peer 127.0.0.1:17003", "raft", '""'),
+    Case(RAFT, "peers", "[]"),
+    Case(f"{RAFT} --peer 127.0.0.1:17002", "--peer", "127.0.0.1:17002"),  # 2 voters
+    Case(f"{RAFT} --peer 127.0.0.1:17002 --peer 127.0.0.1:17002", "--peer", "127.0.0.1:17002"),
+    Case(f"{RAFT} --peer 127.0.0.1:17001 --peer 127.0.0.1:17002", "--peer", "127.0.0.1:17001"),
+    Case(
+        f"{RAFT} --peer no-such-host.invalid:17002 --peer 127.0.0.1:17003", "--peer", "no-such-host"
+    ),
+    Case(
+        "--raft 192.0.2.1:17001 --peer 127.0.0.1:17002 --peer 127.0.0.1:17003",
+        "--raft",
+        "192.0.2.1",
+    ),
+    Case(f"{TWO_PEERS} --witness --cpus 0", "--cpus", "0"),
+    Case(f"{TWO_PEERS} --lease-ms 150", "--lease-ms", "150"),
+    Case(
+        f"{TWO_PEERS} --heartbeat-ms 100",
+        "--heartbeat-ms",
+        "100",
+    ),
     Case("--node-id a.b", "--node-id", "a.b"),
     Case("--token-file /nonexistent", "--token-file", "/nonexistent"),
     Case("--tls-cert {tmp}/file --tls-key /nonexistent", "--tls-key", "/nonexistent"),

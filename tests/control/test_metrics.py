@@ -28,6 +28,7 @@ from tests.conftest import Spawner
 
 WAKE_NS = [900, 1_000, 1_050, 2_500, 7_000, 7_000, 15_000, 48_000, 120_000, 3_000_000]
 EXEC_NS = [50, 80, 99, 100, 250, 600, 4_000]
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
 def status() -> dict[str, Any]:
@@ -174,7 +175,7 @@ def test_histogram_buckets_of_an_empty_or_short_histogram() -> None:
 
 def test_openmetrics_exposition_is_valid(serve) -> None:
     # Prometheus asks for OpenMetrics; its parser is strict about histograms
-    text = scrape(serve(status), accept="application/openmetrics-text; version=1.0.0")
+    text = scrape(serve(status), accept=OPENMETRICS)
     assert text.rstrip().endswith("# EOF")
     fams = {f.name: f for f in openmetrics_families(text)}
     assert fams["rtcore_rt_cycles"].type == "counter"
@@ -378,3 +379,55 @@ def test_log_pipeline_counters(serve) -> None:
     # an agent whose spool could not be opened: no half-filled family
     fams = families(scrape(serve(lambda: {**status(), "logs": {"spool": None}})))
     assert not any(name.startswith("rtcore_log_") for name in fams)
+
+
+def test_cluster_gauges(serve) -> None:
+    """The Raft side of status `cluster`: the role one-hot over every role, the
+    lease, elections, replication and checkpoint lag, all in seconds."""
+    cluster = {
+        "leader": "n2",
+        "term": 9,
+        "has_quorum": True,
+        "members": ["n1", "n2", "n3"],
+        "role": "standby",
+        "lease_age_ms": None,
+        "elections": 4,
+        "replication_lag_ms": {"p50": 1.5, "p99": 12.0, "max": 30.0, "count": 200},
+        "checkpoint_lag_ms": 2.5,
+    }
+    fams = families(scrape(serve(lambda: {**status(), "cluster": cluster})))
+    roles = {s.labels["role"]: s.value for s in fams["rtcore_cluster_role"].samples}
+    assert roles == {"primary": 0, "standby": 1, "witness": 0, "candidate": 0, "fenced": 0}
+    assert fams["rtcore_cluster_role"].type == "gauge"
+    assert value(fams, "rtcore_cluster_term") == 9
+    assert value(fams, "rtcore_cluster_has_quorum") == 1
+    assert "rtcore_cluster_lease_age_seconds" not in fams, "None: no lease held, no sample"
+    assert fams["rtcore_cluster_elections"].type == "counter"
+    assert value(fams, "rtcore_cluster_elections", "rtcore_cluster_elections_total") == 4
+    lag = "rtcore_cluster_replication_lag_seconds"
+    assert {s.labels["quantile"] for s in fams[lag].samples} == {"0.5", "0.99"}
+    assert value(fams, lag, quantile="0.5") == pytest.approx(1.5e-3)
+    assert value(fams, lag, quantile="0.99") == pytest.approx(12e-3)
+    assert value(fams, "rtcore_cluster_checkpoint_lag_seconds") == pytest.approx(2.5e-3)
+
+    primary = {**cluster, "role": "primary", "lease_age_ms": 120.0, "checkpoint_lag_ms": None}
+    fams = families(scrape(serve(lambda: {**status(), "cluster": primary})))
+    assert value(fams, "rtcore_cluster_role", role="primary") == 1
+    assert value(fams, "rtcore_cluster_lease_age_seconds") == pytest.approx(0.12)
+    assert "rtcore_cluster_checkpoint_lag_seconds" not in fams
+
+    text = scrape(serve(lambda: {**status(), "cluster": cluster}), accept=OPENMETRICS)
+    assert {f.name for f in openmetrics_families(text)} >= {"rtcore_cluster_role", lag}
+
+
+def test_cluster_keys_a_single_node_lacks_are_left_out(serve) -> None:
+    single = {"leader": "n1", "term": 0, "has_quorum": True, "members": ["n1"]}
+    fams = families(scrape(serve(lambda: {**status(), "cluster": single})))
+    assert value(fams, "rtcore_up") == 1
+    assert value(fams, "rtcore_cluster_term") == 0
+    cluster_families = {n for n in fams if n.startswith("rtcore_cluster_")}
+    assert cluster_families == {"rtcore_cluster_term", "rtcore_cluster_has_quorum"}
+    # no samples yet: no quantiles rather than zeros
+    fresh = {**single, "replication_lag_ms": {"p50": 0.0, "p99": 0.0, "max": 0.0, "count": 0}}
+    fams = families(scrape(serve(lambda: {**status(), "cluster": fresh})))
+    assert "rtcore_cluster_replication_lag_seconds" not in fams

@@ -171,3 +171,23 @@ def test_standby_adopts_replicated_state_drives_nothing_then_continues_it(
     q, q_fed, target = state["q"][:JOINTS], np.array(last["q"][:JOINTS]), last["setpoint"][:JOINTS]
     assert (q > q_fed).all() and (q < target).all(), "moving from the fed q toward its setpoint"
     seg.close()
+
+
+def test_standby_adopts_consecutive_checkpoints_while_writing_its_own(spawn, shm_name):
+    """The primary numbers its checkpoints one by one, and the standby's own
+    shadow checkpoints count on from the adopted seq at the same pace: each
+    replicated one must still be adopted (it is newer in the primary's
+    numbering), not taken for one the standby already has."""
+    proc = spawn.rt(shm_name, "--cpus", CPU, "--standby", "--ckpt-every", "1")
+    seg = open_when_ready(shm_name, proc, min_cycles=20)
+    _, base = seg.newest_checkpoint()
+    task_id = _core.crc32c(reftask.NAME.encode())
+    for seq in range(100, 106):
+        _core.write_checkpoint(seg.buf, _core.INBOUND, seq, 10 * seq, 1, task_id, base, origin=9)
+        wait_for(
+            lambda s=seq: status(seg)["adopted_seq"] == s, timeout=5, what=f"adoption of {seq}"
+        )
+        # its own shadow checkpoints move past the next replicated seq first
+        wait_for(lambda s=seq: status(seg)["ckpt_seq"] >= s + 3, timeout=5, what="own checkpoints")
+    assert status(seg)["adopted_count"] == 6
+    assert proc.poll() is None

@@ -342,6 +342,94 @@ class GetPlacementRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ClusterStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterMember(_message.Message):
+    __slots__ = ("node_id", "raft", "listen", "witness", "is_self", "connected")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_FIELD_NUMBER: _ClassVar[int]
+    IS_SELF_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    raft: str
+    listen: str
+    witness: bool
+    is_self: bool
+    connected: bool
+    def __init__(self, node_id: _Optional[str] = ..., raft: _Optional[str] = ..., listen: _Optional[str] = ..., witness: _Optional[bool] = ..., is_self: _Optional[bool] = ..., connected: _Optional[bool] = ...) -> None: ...
+
+class ReplicationLag(_message.Message):
+    __slots__ = ("p50", "p99", "max", "count")
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    p50: float
+    p99: float
+    max: float
+    count: int
+    def __init__(self, p50: _Optional[float] = ..., p99: _Optional[float] = ..., max: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ClusterStatusReply(_message.Message):
+    __slots__ = ("node_id", "role", "term", "leader", "has_quorum", "lease_ms", "lease_age_ms", "elections", "commit_index", "last_applied", "checkpoint_lag_ms", "replication_lag_ms", "healthy", "rt_state", "details_json", "members")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    HAS_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    ELECTIONS_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    RT_STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    role: str
+    term: int
+    leader: str
+    has_quorum: bool
+    lease_ms: int
+    lease_age_ms: float
+    elections: int
+    commit_index: int
+    last_applied: int
+    checkpoint_lag_ms: float
+    replication_lag_ms: ReplicationLag
+    healthy: bool
+    rt_state: str
+    details_json: str
+    members: _containers.RepeatedCompositeFieldContainer[ClusterMember]
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader: _Optional[str] = ..., has_quorum: _Optional[bool] = ..., lease_ms: _Optional[int] = ..., lease_age_ms: _Optional[float] = ..., elections: _Optional[int] = ..., commit_index: _Optional[int] = ..., last_applied: _Optional[int] = ..., checkpoint_lag_ms: _Optional[float] = ..., replication_lag_ms: _Optional[_Union[ReplicationLag, _Mapping]] = ..., healthy: _Optional[bool] = ..., rt_state: _Optional[str] = ..., details_json: _Optional[str] = ..., members: _Optional[_Iterable[_Union[ClusterMember, _Mapping]]] = ...) -> None: ...
+
+class ClusterFailoverRequest(_message.Message):
+    __slots__ = ("to",)
+    TO_FIELD_NUMBER: _ClassVar[int]
+    to: str
+    def __init__(self, to: _Optional[str] = ...) -> None: ...
+
+class ClusterFailoverReply(_message.Message):
+    __slots__ = ("from_node", "to_node", "term", "gap_ms", "details_json")
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    GAP_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    from_node: str
+    to_node: str
+    term: int
+    gap_ms: float
+    details_json: str
+    def __init__(self, from_node: _Optional[str] = ..., to_node: _Optional[str] = ..., term: _Optional[int] = ..., gap_ms: _Optional[float] = ..., details_json: _Optional[str] = ...) -> None: ...
+
 class Placement(_message.Message):
     __slots__ = ("cpus", "isolated", "numa_node", "details_json")
     CPUS_FIELD_NUMBER: _ClassVar[int]

@@ -134,6 +134,16 @@ class ControlStub:
                 request_serializer=rtcore_dot_v1_dot_control__pb2.SearchLogsRequest.SerializeToString,
                 response_deserializer=rtcore_dot_v1_dot_control__pb2.LogList.FromString,
                 _registered_method=True)
+        self.ClusterStatus = channel.unary_unary(
+                '/rtcore.v1.Control/ClusterStatus',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.ClusterStatusRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.ClusterStatusReply.FromString,
+                _registered_method=True)
+        self.ClusterFailover = channel.unary_unary(
+                '/rtcore.v1.Control/ClusterFailover',
+                request_serializer=rtcore_dot_v1_dot_control__pb2.ClusterFailoverRequest.SerializeToString,
+                response_deserializer=rtcore_dot_v1_dot_control__pb2.ClusterFailoverReply.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/rtcore.v1.Control/Watch',
                 request_serializer=rtcore_dot_v1_dot_control__pb2.WatchRequest.SerializeToString,
@@ -283,6 +293,24 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClusterStatus(self, request, context):
+        """This node's view of the Raft cluster: role, term, leader, lease, log
+        indexes, lags and every member (`rtctl cluster status`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClusterFailover(self, request, context):
+        """Planned handover from this node, which must be the primary, to a standby
+        (`rtctl cluster failover`). FAILED_PRECONDITION when this node is not the
+        primary or the standby is unhealthy or behind; INVALID_ARGUMENT when `to`
+        is no member, this node or a witness.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Watch(self, request, context):
         """Events and alerts as they happen. The agent sends the response headers
         as soon as the subscription exists, so a client that has received them
@@ -395,6 +423,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.SearchLogs,
                     request_deserializer=rtcore_dot_v1_dot_control__pb2.SearchLogsRequest.FromString,
                     response_serializer=rtcore_dot_v1_dot_control__pb2.LogList.SerializeToString,
+            ),
+            'ClusterStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterStatus,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.ClusterStatusRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.ClusterStatusReply.SerializeToString,
+            ),
+            'ClusterFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterFailover,
+                    request_deserializer=rtcore_dot_v1_dot_control__pb2.ClusterFailoverRequest.FromString,
+                    response_serializer=rtcore_dot_v1_dot_control__pb2.ClusterFailoverReply.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -942,6 +980,60 @@ class Control:
             '/rtcore.v1.Control/SearchLogs',
             rtcore_dot_v1_dot_control__pb2.SearchLogsRequest.SerializeToString,
             rtcore_dot_v1_dot_control__pb2.LogList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClusterStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/ClusterStatus',
+            rtcore_dot_v1_dot_control__pb2.ClusterStatusRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.ClusterStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClusterFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtcore.v1.Control/ClusterFailover',
+            rtcore_dot_v1_dot_control__pb2.ClusterFailoverRequest.SerializeToString,
+            rtcore_dot_v1_dot_control__pb2.ClusterFailoverReply.FromString,
             options,
             channel_credentials,
             insecure,
