@@ -181,6 +181,38 @@ def add(commands: Any) -> None:
     _bench_flags(rst, "CPU for the RT process (default: the highest-numbered)")
     rst.set_defaults(handler=_restart)
 
+    fo = kinds.add_parser(
+        "failover",
+        help="failover gap of a 3-node cluster: primary killed -> new primary actuating",
+        description="Start three real nodes on loopback (agents and RT loops on this "
+        "machine), run a long job, and kill the primary (agent and RT, SIGKILL) --kills "
+        "times, restarting it each time; then hand over --planned times with `cluster "
+        "failover`. Reports the gaps from the nodes' actuation journals, jobs lost, "
+        "waypoints run twice, checkpoint replication lag, elections, and the primary's "
+        "misses against one node alone. The same-run baseline is pysyncobj with its "
+        "default configuration (3 bare processes, leader killed).",
+    )
+    fo.add_argument(
+        "--kills", type=int_in(1, 1000), default=10, help="primaries to kill (default 10)"
+    )
+    fo.add_argument(
+        "--planned", type=int_in(0, 1000), default=5, help="planned handovers (default 5)"
+    )
+    fo.add_argument(
+        "--baseline-kills",
+        type=int_in(1, 100),
+        default=3,
+        help="leader kills of the bare pysyncobj baseline (default 3; ~4 s each)",
+    )
+    fo.add_argument(
+        "--misses-seconds",
+        type=positive_seconds,
+        default=10.0,
+        help="window for the misses with and without replication (default 10)",
+    )
+    _bench_flags(fo, "CPU for the RT loops (default: the highest-numbered)")
+    fo.set_defaults(handler=_failover)
+
     iso = kinds.add_parser(
         "isolation",
         help="wake-up jitter without and with CPU isolation, under load",
@@ -239,6 +271,19 @@ def _restart(args: argparse.Namespace) -> Report:
 
     opts = restart.RestartOptions(kills=args.kills, cpu=args.cpu, period_us=args.period_us)
     return _measure(restart.run, opts, restart.format_text)
+
+
+def _failover(args: argparse.Namespace) -> Report:
+    from bench import failover
+
+    opts = failover.FailoverOptions(
+        kills=args.kills,
+        planned=args.planned,
+        cpu=args.cpu,
+        baseline_kills=args.baseline_kills,
+        misses_seconds=args.misses_seconds,
+    )
+    return _measure(failover.run, opts, failover.format_text)
 
 
 def _isolation(args: argparse.Namespace) -> Report:

@@ -40,6 +40,10 @@ REPLICATE_POLL_S = 0.002
 HEALTH_REPORT_S = 1.0
 LAG_SAMPLES = 4096
 HANDOVER_TIMEOUT_S = 2.0
+HANDOVER_NS = int(2 * HANDOVER_TIMEOUT_S * 1e9)  # a handover not done by then is given up
+CONTACT_HEARTBEATS = 3  # a leader whose majority answered within this many heartbeats appends
+STEP_DOWN_CRASHES = 3  # local restarts that did not help
+STEP_DOWN_RETRY_S = 1.0
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Hooks:
 
     segment_buf: Callable[[], Any]  # the RT segment's buffer, None if none
     rt_healthy: Callable[[], bool]
+    rt_crash_streak: Callable[[], int]  # crashes in a row without a stable run (supervisor)
     job_changed: Callable[[Job], None]
     setting_changed: Callable[[str, Any], None]
     on_role: Callable[[str, str, int], None]  # (old, new, term), on the roles thread
@@ -68,16 +73,19 @@ class Cluster:
         self.epoch = 0  # the term this node last wrote into its RT's control block
         self.refused = ""  # why the cluster refused this member (fatal)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_round_ns = 0
         self._handover_granted = 0  # the term a handover let this node skip the wait in
         self._handing_over = 0  # the term this node is handing over in (never primary again)
+        self._handover_ns = 0
         self._lag_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         # submit-to-commit time of this node's lease rounds (and checkpoints)
         self._round_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         self._last_ckpt_wall_ns = 0
         self._replicated_seq = (0, 0)  # (task_id, seq) of the newest checkpoint sent
         self._unhealthy_since: float | None = None
+        self._last_step_down = 0.0
         self._reported: tuple[bool | None, float] = (None, 0.0)
         self.promotions = 0
         self.last_promotion: dict[str, Any] = {}
@@ -92,6 +100,7 @@ class Cluster:
             self.timings,
             self.state,
             self._eligible,
+            on_leader_change=self._wake.set,
         )
         for name, target in (
             ("cluster-roles", self._roles_loop),
@@ -159,7 +168,10 @@ class Cluster:
         return self.hooks.rt_healthy()
 
     def _roles_loop(self) -> None:
-        while not self._stop.wait(ROLE_TICK_S):
+        while not self._stop.is_set():
+            # every ROLE_TICK_S, or at once when leadership or a handover changes
+            self._wake.wait(ROLE_TICK_S)
+            self._wake.clear()
             try:
                 self._tick()
             except Exception:  # noqa: BLE001 - the roles thread must go on
@@ -172,12 +184,17 @@ class Cluster:
         term = raft.term
         leader = raft.is_leader()
         healthy = self.witness or self.hooks.rt_healthy()
+        if leader and self._handing_over == term and now - self._handover_ns > HANDOVER_NS:
+            # the target never took over: lead again (fresh rounds void the handover)
+            self._handing_over = 0
+            self.lease.unrevoke(term)
         if leader:
             self.lease.won(term, now)
             if (
                 healthy
                 and term > self._handing_over
                 and now - self._last_round_ns > (self.lease.lease_ns // 6)
+                and self._in_contact(raft)
             ):
                 self._send_round(term, now)
         role = self._decide(raft, term, leader, healthy, now)
@@ -277,6 +294,12 @@ class Cluster:
 
     # ---- the quorum lease ---------------------------------------------------
 
+    def _in_contact(self, raft: RaftNode) -> bool:
+        """A majority answered lately: a leader cut off appends nothing more
+        (each entry it appends alone must be undone, one by one, when it is
+        back: measured, a cut-off leader's tail held a healed node back ~25 s)."""
+        return raft.quorum_contact(CONTACT_HEARTBEATS * self.timings.heartbeat_s)
+
     def _send_round(self, term: int, t0: int) -> None:
         self._last_round_ns = t0
         self.state.lease_round(self.node_id, term, callback=self._acked_cb(term, t0))
@@ -290,6 +313,7 @@ class Cluster:
             start = self.lease.acknowledged(term, t0)
             if result is True:
                 self._handover_granted = term
+                self._wake.set()
             if start and self.role == "primary":
                 # the RT's lease moves with the quorum lease, without waiting for a thread
                 self._write_control(lease_ns=start)
@@ -307,7 +331,7 @@ class Cluster:
 
     def _replicate_once(self) -> None:
         raft = self.raft
-        if self.role != "primary" or raft is None:
+        if self.role != "primary" or raft is None or not self._in_contact(raft):
             return
         buf = self.hooks.segment_buf()
         if buf is None:
@@ -363,19 +387,23 @@ class Cluster:
     # ---- health-based failover (FR-009) ----------------------------------------
 
     def _watch_health(self, raft: RaftNode, leader: bool, healthy: bool) -> None:
-        """A leader whose RT stays unhealthy (the supervisor's restarts did not
-        help within its own checks) hands leadership to the freshest standby."""
+        """FR-009: a leader whose RT is unhealthy after the supervisor's local
+        restarts failed (STEP_DOWN_CRASHES in a row), or that stays unhealthy
+        past three rounds of the supervisor's hang checks, hands leadership to
+        the freshest standby."""
         if not leader or healthy or self.witness:
             self._unhealthy_since = None
             return
         now = time.monotonic()
         if self._unhealthy_since is None:
             self._unhealthy_since = now
-            return
         allowance = 3 * self.cfg.stall_checks * self.cfg.health_interval_ms / 1000
-        if now - self._unhealthy_since < allowance:
+        failing = self.hooks.rt_crash_streak() >= STEP_DOWN_CRASHES
+        if not failing and now - self._unhealthy_since < allowance:
             return
-        self._unhealthy_since = now  # once per allowance
+        if now - self._last_step_down < STEP_DOWN_RETRY_S:
+            return
+        self._last_step_down = now
         target = self._freshest_standby(raft)
         if target is None:
             return
@@ -385,7 +413,19 @@ class Cluster:
             f"this node's RT is unhealthy: handing leadership to {target.node_id}",
             to=target.node_id,
         )
-        raft.transferLeadership(target.raft)
+        term = raft.term
+        self._handing_over, self._handover_ns = term, time.monotonic_ns()
+        self.lease.revoke(term)
+        self._write_control(active=0)
+
+        def committed(result: Any, err: int) -> None:
+            if err == 0:
+                raft.transfer_to(target.raft)
+            else:
+                self._handing_over = 0
+                self.lease.unrevoke(term)
+
+        self.state.handover(self.node_id, target.node_id, term, callback=committed)
 
     def _freshest_standby(self, raft: RaftNode) -> Member | None:
         match = raft.match_index()
@@ -429,7 +469,7 @@ class Cluster:
         term = raft.term
         start = time.monotonic()
         # 1. stop actuating at a cycle boundary, and give up the lease of this term
-        self._handing_over = term
+        self._handing_over, self._handover_ns = term, time.monotonic_ns()
         self.lease.revoke(term)
         self._write_control(active=0)
         if not rt_not_actuating(HANDOVER_TIMEOUT_S):
@@ -445,9 +485,18 @@ class Cluster:
             if raft.match_index().get(target.raft, 0) >= raft.last_index():
                 break
             time.sleep(0.001)
-        raft.transferLeadership(target.raft)
+        raft.transfer_to(target.raft)
         while time.monotonic() < deadline and raft.leader_addr() in ("", self.cfg.raft):
             time.sleep(0.001)
+        if raft.leader_addr() == self.cfg.raft and raft.term == term:
+            # the target did not take over: this node may lead again, from new
+            # rounds (they void the handover, so the target cannot skip a wait)
+            self._handing_over = 0
+            self.lease.unrevoke(term)
+            raise FailedPrecondition(
+                f"{target.node_id} did not take over within {HANDOVER_TIMEOUT_S:.0f} s; "
+                "this node stays primary"
+            )
         return {
             "from": self.node_id,
             "to": target.node_id,

@@ -84,6 +84,13 @@ class QuorumLease:
             won = self._won.get(term)
         return None if won is None else won + self.lease_ns + self.margin_ns
 
+    def unrevoke(self, term: int) -> None:
+        """A handover that did not happen: rounds of `term` count again (the
+        lease itself starts over from the next acknowledged one)."""
+        with self._lock:
+            if self._revoked == term:
+                self._revoked = term - 1
+
     def revoke(self, term: int) -> None:
         """Give up the lease of `term` and older (a handover, a step-down): no
         later round of those terms renews it, rounds in flight included."""

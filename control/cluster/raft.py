@@ -4,6 +4,10 @@ pysyncobj lacks that a primary/standby cluster needs.
 - Only an eligible node campaigns: a witness, or a node whose RT is not
   healthy, never starts an election (it still votes), so the leader is always
   a node that can drive the outputs.
+- A campaign starts only after a pre-vote majority, and no node votes (or
+  pre-votes) while it hears from a leader that still leads: a node cut off
+  and healed, or one whose log is behind, cannot depose a healthy leader by
+  its inflated term. A handover's target is exempt.
 - A leader whose TCP connection closes (its process died) is a hint: the
   remaining eligible nodes campaign at once, staggered by rank so that one
   wins the first round, instead of waiting out the election timeout. A
@@ -23,8 +27,10 @@ pyproject.toml and a test checks each.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
+import random
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +44,13 @@ from control.cluster.state import ClusterState
 
 PING_S = 0.1  # keeps every connection read from (followers do not talk to each other)
 HINT_STAGGER_S = 0.03  # between the campaigns of the ranked survivors of a crashed leader
+HINT_RETRY_S = 0.005  # a pre-vote after a crash hint that got no majority is asked again
 TICK_S = 0.002
-PING = "rtcore_ping"  # pysyncobj's poll timeout: bounds how late a deadline is noticed
+PING = "rtcore_ping"
+PREVOTE = "rtcore_prevote"
+PREVOTE_REPLY = (
+    "rtcore_prevote_reply"  # pysyncobj's poll timeout: bounds how late a deadline is noticed
+)
 
 
 class Timings:
@@ -61,11 +72,13 @@ class RaftNode(SyncObj):
         timings: Timings,
         state: ClusterState,
         eligible: Callable[[], bool],
+        on_leader_change: Callable[[], None] = lambda: None,
     ) -> None:
         # attributes set before SyncObj.__init__ are not replicated state
         self.state = state
         self.timings = timings
         self._eligible = eligible
+        self._on_leader_change = on_leader_change
         self._hint_for: Any = None  # the leader whose disconnection was acted on
         # pysyncobj's deadlines are on its own clock (not time.monotonic's)
         self._started = raft_clock()
@@ -73,6 +86,13 @@ class RaftNode(SyncObj):
         self.elections = 0  # leader changes seen
         self._last_leader: Any = None
         self._next_ping = 0.0
+        self._heard_leader = 0.0  # when an append from a current leader came last
+        self._rejected: dict[
+            str, int
+        ] = {}  # leader: lowest index a follower rejected since a success
+        self._timer = self._started + timings.election_max_s  # this node's election timer
+        self._prevote: tuple[int, float, set[str]] | None = None  # (term, until, granted by)
+        self._soon: collections.deque[Callable[[], None]] = collections.deque()
         self._rank_peers = sorted(peers + [self_addr])
         self.self_addr = self_addr
         os.makedirs(os.path.join(data_dir, "raft"), exist_ok=True)
@@ -122,7 +142,14 @@ class RaftNode(SyncObj):
         return any(n.id == addr and self.isNodeConnected(n) for n in self.otherNodes)
 
     def match_index(self) -> dict[str, int]:
-        status = self.getStatus()
+        for _ in range(10):
+            try:
+                status = self.getStatus()  # read while pysyncobj's thread may change it
+                break
+            except RuntimeError:
+                continue
+        else:
+            return {}
         return {
             k.removeprefix("match_idx_server_"): int(v)
             for k, v in status.items()
@@ -136,43 +163,144 @@ class RaftNode(SyncObj):
     # ---- pysyncobj hooks -----------------------------------------------------
 
     def _on_tick(self) -> None:
-        """On pysyncobj's thread, after its election check of this tick."""
+        """On pysyncobj's thread, after its election check of this tick.
+        Elections are this node's, not pysyncobj's timer's: pysyncobj's
+        deadline is kept past every tick (except when a TimeoutNow asked for
+        an election), and a campaign starts only after a pre-vote."""
+        while self._soon:
+            self._soon.popleft()()
         self._ping()
         leader = self._getLeader()
         if leader is not self._last_leader:
             if leader is not None:
                 self.elections += 1
             self._last_leader = leader
-        if not self._eligible():
-            # votes, never campaigns: pushed past every deadline, each tick
+            self._on_leader_change()
+        if not self._SyncObj__transferInProgress:  # type: ignore[attr-defined]
+            # a leader too: stepping down must not find a stale deadline to fire
             self._SyncObj__raftElectionDeadline = math.inf  # type: ignore[attr-defined]
+        if self.is_leader():
             return
-        if self._SyncObj__raftElectionDeadline == math.inf:  # type: ignore[attr-defined]
-            # eligible again: the usual timeout from now
-            self._SyncObj__raftElectionDeadline = (  # type: ignore[attr-defined]
-                raft_clock() + self.timings.election_min_s
-            )
-        if leader is None or leader.id == self.self_addr:
-            self._hint_for = None
+        now = raft_clock()
+        if not self._eligible():
+            self._prevote = None
+            self._timer = max(self._timer, now + self.timings.election_min_s)
             return
-        if self.isNodeConnected(leader):
+        self._crash_hint(leader, now)
+        if self._prevote is not None and now > self._prevote[1]:
+            self._prevote = None  # no majority in time: the timer tries again
+            if self._hint_for is not None:
+                # after a crash the others may not have seen the connection
+                # close yet when asked: ask again soon, not a timeout later
+                self._timer = min(self._timer, now + HINT_RETRY_S)
+        if now >= self._timer and self._prevote is None:
+            self._start_prevote(now)
+
+    def _crash_hint(self, leader: Any, now: float) -> None:
+        """The leader's connection closed: its process is gone (or restarting).
+        The first-ranked survivor asks for votes now, the next after a stagger."""
+        if leader is None or leader.id == self.self_addr or self.isNodeConnected(leader):
             self._hint_for = None
             return
         if self._hint_for is leader:
             return
-        # the leader's connection closed: its process is gone (or restarting);
-        # the first-ranked survivor campaigns now, the next after a stagger
         self._hint_for = leader
         survivors = [a for a in self._rank_peers if a != leader.id]
         rank = survivors.index(self.self_addr) if self.self_addr in survivors else 0
-        deadline = raft_clock() + rank * HINT_STAGGER_S
-        if deadline < self._SyncObj__raftElectionDeadline:  # type: ignore[attr-defined]
-            self._SyncObj__raftElectionDeadline = deadline  # type: ignore[attr-defined]
-            logger.info(
-                "raft: connection to leader {} closed; campaigning in {:.0f} ms",
-                leader.id,
-                rank * HINT_STAGGER_S * 1000,
-            )
+        self._timer = min(self._timer, now + rank * HINT_STAGGER_S)
+        logger.info(
+            "raft: connection to leader {} closed; campaigning in {:.0f} ms",
+            leader.id,
+            rank * HINT_STAGGER_S * 1000,
+        )
+
+    def _reset_timer(self) -> None:
+        t = self.timings
+        self._timer = raft_clock() + random.uniform(t.election_min_s, t.election_max_s)
+
+    def _start_prevote(self, now: float) -> None:
+        """Ask the others whether they would vote for this node in the next
+        term, without raising any term (Raft's pre-vote, section 9.6 of
+        Ongaro's thesis): a node cut off from the majority, or one whose
+        log is behind, keeps its term and cannot depose a healthy leader
+        when it comes back."""
+        self._reset_timer()
+        term = self.term + 1
+        window = HINT_RETRY_S if self._hint_for is not None else self.timings.election_min_s
+        self._prevote = (term, now + window, {self.self_addr})
+        transport = self._SyncObj__transport  # type: ignore[attr-defined]
+        last_index, last_term = self._last_log()
+        for node in self.otherNodes:
+            if self.isNodeConnected(node):
+                transport.send(
+                    node,
+                    {
+                        "type": PREVOTE,
+                        "term": term,
+                        "last_index": last_index,
+                        "last_term": last_term,
+                    },
+                )
+
+    def _last_log(self) -> tuple[int, int]:
+        log = self._SyncObj__raftLog  # type: ignore[attr-defined]
+        return int(log[-1][1]), int(log[-1][2])
+
+    def _leader_is_alive(self, asker: Any) -> bool:
+        """This node hears from a leader that still leads (Raft's check against
+        disruptive servers): it grants no vote, real or pre-, meanwhile. A
+        leader counts itself while a majority answered it lately. The target
+        of a handover is exempt: the leader asked for it."""
+        if self._is_handover_target(asker):
+            return False
+        now = raft_clock()
+        window = self.timings.election_min_s
+        if self.is_leader():
+            return self.quorum_contact(window)
+        leader = self._getLeader()
+        return (
+            leader is not None
+            and self.isNodeConnected(leader)
+            and now - self._heard_leader < window
+        )
+
+    def _is_handover_target(self, node: Any) -> bool:
+        member = self.state.members.get(node.id)
+        return bool(member is not None and member.node_id == self.state.transfer_to)
+
+    def quorum_contact(self, within_s: float) -> bool:
+        """Leader: a majority (itself included) answered within within_s."""
+        times = self._SyncObj__lastResponseTime  # type: ignore[attr-defined]
+        now = raft_clock()
+        recent = sum(1 for n in self.otherNodes if now - times.get(n, 0.0) < within_s)
+        return recent + 1 > (len(self.otherNodes) + 1) / 2
+
+    def _on_prevote(self, node: Any, message: dict[str, Any]) -> None:
+        last_index, last_term = self._last_log()
+        up_to_date = (message["last_term"], message["last_index"]) >= (last_term, last_index)
+        granted = (
+            message["term"] > self.term
+            and up_to_date
+            and raft_clock() >= self.vote_hold_until
+            and not self._leader_is_alive(node)
+        )
+        transport = self._SyncObj__transport  # type: ignore[attr-defined]
+        transport.send(node, {"type": PREVOTE_REPLY, "term": message["term"], "granted": granted})
+
+    def _on_prevote_reply(self, node: Any, message: dict[str, Any]) -> None:
+        pv = self._prevote
+        if pv is None or message["term"] != pv[0] or not message["granted"]:
+            return
+        pv[2].add(node.id)
+        if len(pv[2]) > (len(self.otherNodes) + 1) / 2 and self.term + 1 == pv[0]:
+            self._prevote = None
+            # a majority would vote: campaign on pysyncobj's next tick
+            self._SyncObj__raftElectionDeadline = 0  # type: ignore[attr-defined]
+
+    def transfer_to(self, addr: str) -> None:
+        """Ask `addr` to take leadership now (Raft's TimeoutNow), on
+        pysyncobj's thread: its state is not safe to touch from another."""
+        self._soon.append(lambda: self.transferLeadership(addr))
 
     def _ping(self) -> None:
         """pysyncobj drops a connection nothing was read from for
@@ -189,13 +317,70 @@ class RaftNode(SyncObj):
                 transport.send(node, {"type": PING})
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
-        """pysyncobj's message handler (this name overrides its private one): a
-        node that has just started grants no vote for one maximum election
-        timeout, since a vote it gave before a power cut may not be on disk."""
+        """pysyncobj's message handler (this name overrides its private one),
+        with what this node adds: pings, pre-votes, no vote while the leader
+        is alive, and none for one maximum election timeout after a start
+        (a vote given before a power cut may not be on disk)."""
         kind = message.get("type")
-        if kind == PING or (kind == "request_vote" and raft_clock() < self.vote_hold_until):
+        if kind == PING:
             return
+        if kind == PREVOTE:
+            self._on_prevote(node, message)
+            return
+        if kind == PREVOTE_REPLY:
+            self._on_prevote_reply(node, message)
+            return
+        if kind == "request_vote":
+            if raft_clock() < self.vote_hold_until or self._leader_is_alive(node):
+                return
+            self._reset_timer()
+        elif kind == "append_entries" and message.get("term", -1) >= self.term:
+            self._heard_leader = raft_clock()
+            self._reset_timer()
+            conflict = self._conflict(message)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
+            if conflict:
+                self._send_backup(node)
+            return
+        elif kind == "next_node_idx" and self.is_leader():
+            message = self._lowest_rejection(node, message)
         SyncObj._SyncObj__onMessageReceived(self, node, message)  # type: ignore[attr-defined]
+
+    # ---- catching up a follower whose log diverged -----------------------------
+    # pysyncobj steps a diverged follower back one entry per round trip, and
+    # since the leader sends everything after nextIndex at once, the
+    # rejections of the later messages push nextIndex up again: a node healed
+    # after a partition took ~25 s to follow (until a log compaction), the
+    # leader too busy resending to keep its lease meanwhile. The follower
+    # names its commit index + 1 instead (committed entries are the leader's
+    # too), and the leader keeps the lowest index rejected until a success.
+
+    def _conflict(self, message: dict[str, Any]) -> bool:
+        """The entry before the appended ones is there with another term."""
+        if "prevLogIdx" not in message or message.get("transmission") is not None:
+            return False
+        found = self._SyncObj__getEntries(message["prevLogIdx"], 1)  # type: ignore[attr-defined]
+        return bool(found) and found[0][2] != message["prevLogTerm"]
+
+    def _send_backup(self, node: Any) -> None:
+        commit = int(self._SyncObj__raftCommitIndex)  # type: ignore[attr-defined]
+        transport = self._SyncObj__transport  # type: ignore[attr-defined]
+        transport.send(
+            node,
+            {"type": "next_node_idx", "next_node_idx": commit + 1, "reset": True, "success": False},
+        )
+
+    def _lowest_rejection(self, node: Any, message: dict[str, Any]) -> dict[str, Any]:
+        if message.get("success"):
+            self._rejected.pop(node.id, None)
+            return message
+        if not message.get("reset"):
+            return message
+        lowest = min(
+            self._rejected.get(node.id, message["next_node_idx"]), message["next_node_idx"]
+        )
+        self._rejected[node.id] = lowest
+        return dict(message, next_node_idx=lowest)
 
 
 def call_sync(submit: Callable[..., None], *args: Any, timeout_s: float = 2.0) -> Any:

@@ -84,8 +84,9 @@ class ClusterState(SyncObjConsumer):
         self.health: dict[str, tuple[bool, int]] = {}  # node id -> (RT healthy, reports)
         # the primary whose lease rounds and checkpoints came last, and a handover
         self.lease_holder = ""
-        self.handover_to = ""
+        self.handover_to = ""  # may skip the lease wait (the lease holder handed over)
         self.handover_term = 0
+        self.transfer_to = ""  # the leader asked this node to take over: votes for it count
 
     def _serialize(self) -> dict[str, Any]:
         return {k: v for k, v in super()._serialize().items() if k != "_listener"}
@@ -131,15 +132,18 @@ class ClusterState(SyncObjConsumer):
 
     @replicated
     def handover(self, from_node: str, to_node: str, term: int) -> None:
-        """The primary stopped actuating and hands over to to_node: its lease
-        rounds end here, so the new primary need not wait one out."""
-        if from_node == self.lease_holder:
-            self.handover_to, self.handover_term = to_node, term
+        """The leader stopped actuating and hands over to to_node: the others
+        vote for to_node although their leader is alive; and if the leader
+        held the lease, its rounds end here, so to_node need not wait one out."""
+        self.transfer_to, self.handover_term = to_node, term
+        self.handover_to = to_node if from_node == self.lease_holder else ""
 
     def _round(self, node_id: str, term: int) -> bool:
         granted = node_id == self.handover_to and term > self.handover_term
         if node_id != self.handover_to or granted:
             self.handover_to = ""  # a handover is used once, by its target only
+        if node_id == self.transfer_to or term > self.handover_term:
+            self.transfer_to = ""  # done, or overtaken
         self.lease_holder = node_id
         return granted
 

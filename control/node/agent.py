@@ -112,6 +112,7 @@ class Agent:
                 Hooks(
                     segment_buf=self._segment_buf,
                     rt_healthy=self._rt_healthy,
+                    rt_crash_streak=lambda: int(self.supervisor.info()["crash_streak"]),
                     job_changed=local_jobs.put,
                     setting_changed=self._apply_setting,
                     on_role=self._on_role,

@@ -213,3 +213,22 @@ def test_whole_cluster_restarts_lose_no_committed_job(make_cluster, tmp_path):
         ids = {j["id"] for j in m.call("job", "list", "--limit", "1000")}
         assert set(acknowledged) <= ids, (m.node_id, ids)
     assert not overlaps(c.intervals())
+
+
+def test_a_primary_whose_rt_keeps_failing_hands_over(make_cluster):
+    """FR-009: the supervisor restarts a crashing RT locally; when that does
+    not help (three crashes in a row), the node steps down and a standby
+    with a healthy RT takes over."""
+    c = make_cluster()
+    old = start(c)
+    pid = old.rt_pid()
+    for _ in range(3):
+        os.kill(pid, signal.SIGKILL)
+        pid = wait_for(
+            lambda p=pid: (q := old.rt_pid()) not in (0, p) and q, timeout=10, what="a restart"
+        )
+    new = c.wait_primary(timeout=15, exclude=old.node_id)
+    assert "handing leadership to" in old.log()
+    wait_for(lambda: old.role() == "standby", timeout=15, what="the old primary a standby")
+    assert new.role() == "primary"
+    assert not overlaps(c.intervals())
