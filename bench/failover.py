@@ -49,6 +49,10 @@ from bench.runner import (
 )
 from rtcore.segment import Segment, SegmentError
 
+# this process forks agents while its event streams run; every child execs at
+# once, so gRPC's fork handlers have nothing to do (and would log each fork)
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 GOAL_GAP_P50_MS = 100.0
 GOAL_GAP_MAX_MS = 300.0
 GOAL_PLANNED_MS = 5.0

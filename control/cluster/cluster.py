@@ -37,9 +37,10 @@ from rtcore import _core, layout
 
 ROLE_TICK_S = 0.002
 REPLICATE_POLL_S = 0.002
-HEALTH_REPORT_S = 1.0
+HEALTH_REPORT_S = 5.0
 LAG_SAMPLES = 4096
 HANDOVER_TIMEOUT_S = 2.0
+TRANSFER_RETRY_S = 0.05  # a TimeoutNow that did not make the target leader is sent again
 HANDOVER_NS = int(2 * HANDOVER_TIMEOUT_S * 1e9)  # a handover not done by then is given up
 CONTACT_HEARTBEATS = 3  # a leader whose majority answered within this many heartbeats appends
 STEP_DOWN_CRASHES = 3  # local restarts that did not help
@@ -133,8 +134,11 @@ class Cluster:
     def checkpoint_applied(self, ckpt: Checkpoint) -> None:
         if ckpt.node_id == self.node_id:
             return
-        lag = (time.time_ns() - ckpt.wall_ns) / 1e6
-        self._lag_ms.append(lag)
+        raft = self.raft
+        if raft is not None and raft.isReady():
+            # not while replaying the journal or catching up after a start:
+            # those entries are old by design, not late
+            self._lag_ms.append((time.time_ns() - ckpt.wall_ns) / 1e6)
         self._last_ckpt_wall_ns = ckpt.wall_ns
         if self.role != "primary":
             self.write_inbound(ckpt)
@@ -189,7 +193,7 @@ class Cluster:
             self._handing_over = 0
             self.lease.unrevoke(term)
         if leader:
-            self.lease.won(term, now)
+            self.lease.won(term, now, raft.ack_age_ns(term))
             if (
                 healthy
                 and term > self._handing_over
@@ -481,13 +485,17 @@ class Cluster:
             raise FailedPrecondition(f"the handover did not commit: {e}") from None
         # 3. make the target leader now (it must have every entry)
         deadline = time.monotonic() + HANDOVER_TIMEOUT_S
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and raft.leader_addr() == self.cfg.raft:
+            # pysyncobj refuses a target that lacks an entry, and the others'
+            # forwarded entries (health reports) keep coming: ask again until
+            # it is caught up at the moment of asking, and wins
             if raft.match_index().get(target.raft, 0) >= raft.last_index():
-                break
-            time.sleep(0.001)
-        raft.transfer_to(target.raft)
-        while time.monotonic() < deadline and raft.leader_addr() in ("", self.cfg.raft):
-            time.sleep(0.001)
+                raft.transfer_to(target.raft)
+                retry = time.monotonic() + TRANSFER_RETRY_S
+                while time.monotonic() < retry and raft.leader_addr() == self.cfg.raft:
+                    time.sleep(0.0005)
+            else:
+                time.sleep(0.0005)
         if raft.leader_addr() == self.cfg.raft and raft.term == term:
             # the target did not take over: this node may lead again, from new
             # rounds (they void the handover, so the target cannot skip a wait)

@@ -71,15 +71,21 @@ class QuorumLease:
         start = self.start_ns(term)
         return now_ns - start if start else None
 
-    def won(self, term: int, now_ns: int) -> None:
-        """This node became leader in `term` at now_ns (first call counts)."""
+    def won(self, term: int, now_ns: int, ack_age_ns: int | None = None) -> None:
+        """This node became leader in `term` at now_ns (first call counts).
+        ack_age_ns: how long ago a node of the winning majority last
+        acknowledged an earlier leader (RaftNode.ack_age_ns); the old lease
+        ends lease_ms after that at the latest. None: count from now."""
         with self._lock:
-            self._won.setdefault(term, now_ns)
+            if term not in self._won:
+                self._won[term] = now_ns - max(0, ack_age_ns or 0)
             for old in [t for t in self._won if t < term - 1]:
                 del self._won[old]
 
     def ready_at(self, term: int) -> int | None:
-        """When a primary of `term` may first actuate without a handover."""
+        """When a primary of `term` may first actuate without a handover: the
+        lease (plus the rate margin) after the last acknowledgement the old
+        lease could rest on."""
         with self._lock:
             won = self._won.get(term)
         return None if won is None else won + self.lease_ns + self.margin_ns

@@ -45,12 +45,11 @@ from control.cluster.state import ClusterState
 PING_S = 0.1  # keeps every connection read from (followers do not talk to each other)
 HINT_STAGGER_S = 0.03  # between the campaigns of the ranked survivors of a crashed leader
 HINT_RETRY_S = 0.005  # a pre-vote after a crash hint that got no majority is asked again
-TICK_S = 0.002
+TICK_S = 0.002  # pysyncobj's poll timeout: bounds how late a deadline is noticed
 PING = "rtcore_ping"
 PREVOTE = "rtcore_prevote"
-PREVOTE_REPLY = (
-    "rtcore_prevote_reply"  # pysyncobj's poll timeout: bounds how late a deadline is noticed
-)
+PREVOTE_REPLY = "rtcore_prevote_reply"
+ACK_AGE = "rtcore_ack_age"  # added to vote responses: seconds since the voter acked a leader
 
 
 class Timings:
@@ -87,9 +86,13 @@ class RaftNode(SyncObj):
         self._last_leader: Any = None
         self._next_ping = 0.0
         self._heard_leader = 0.0  # when an append from a current leader came last
-        self._rejected: dict[
-            str, int
-        ] = {}  # leader: lowest index a follower rejected since a success
+        # leader: the lowest index each follower rejected since its last success
+        self._rejected: dict[str, int] = {}
+        self._led_until = 0.0  # the last tick at which this node was leader
+        # per term: when each vote's sender (and this node) last acknowledged a
+        # leader; the newest bounds the old primary's lease (see ack_age_ns)
+        self._vote_acks: dict[int, list[float]] = {}
+        self._ack_bound: dict[int, float] = {}
         self._timer = self._started + timings.election_max_s  # this node's election timer
         self._prevote: tuple[int, float, set[str]] | None = None  # (term, until, granted by)
         self._soon: collections.deque[Callable[[], None]] = collections.deque()
@@ -120,6 +123,15 @@ class RaftNode(SyncObj):
             tcp_keepalive=(1, 1, 2),
         )
         super().__init__(self_addr, peers, conf, consumers=[state])
+        transport = self._SyncObj__transport  # type: ignore[attr-defined]
+        send = transport.send
+
+        def send_with_ack_age(node: Any, message: dict[str, Any]) -> bool:
+            if message.get("type") == "response_vote":
+                message = dict(message, **{ACK_AGE: self._ack_age()})
+            return bool(send(node, message))
+
+        transport.send = send_with_ack_age
         self.addOnTickCallback(self._on_tick)
 
     # ---- what the agent reads ------------------------------------------------
@@ -174,8 +186,16 @@ class RaftNode(SyncObj):
         if leader is not self._last_leader:
             if leader is not None:
                 self.elections += 1
+            if leader is not None and leader.id == self.self_addr:
+                term = self.term
+                own = max(self._heard_leader, self._started, self._led_until)
+                self._ack_bound[term] = max([own, *self._vote_acks.pop(term, [])])
+                for old in [t for t in self._ack_bound if t < term - 2]:
+                    del self._ack_bound[old]
             self._last_leader = leader
             self._on_leader_change()
+        if self.is_leader():
+            self._led_until = raft_clock()
         if not self._SyncObj__transferInProgress:  # type: ignore[attr-defined]
             # a leader too: stepping down must not find a stale deadline to fire
             self._SyncObj__raftElectionDeadline = math.inf  # type: ignore[attr-defined]
@@ -297,6 +317,21 @@ class RaftNode(SyncObj):
             # a majority would vote: campaign on pysyncobj's next tick
             self._SyncObj__raftElectionDeadline = 0  # type: ignore[attr-defined]
 
+    def _ack_age(self) -> float:
+        """Seconds since this node last acknowledged a leader's entries (or led,
+        or started: what it acknowledged before a restart is forgotten, and it
+        votes for nobody in its first maximum election timeout)."""
+        return raft_clock() - max(self._heard_leader, self._started, self._led_until)
+
+    def ack_age_ns(self, term: int) -> int | None:
+        """For a leader of `term`: how long ago the last acknowledgement any
+        node of its winning majority gave to an earlier leader was. The old
+        primary's lease rested on an acknowledgement by one of them (any two
+        majorities share a node), so it ended at most lease_ms after that --
+        not lease_ms after this win. None: not known (wait the whole lease)."""
+        bound = self._ack_bound.get(term)
+        return None if bound is None else max(0, int((raft_clock() - bound) * 1e9))
+
     def transfer_to(self, addr: str) -> None:
         """Ask `addr` to take leadership now (Raft's TimeoutNow), on
         pysyncobj's thread: its state is not safe to touch from another."""
@@ -330,6 +365,12 @@ class RaftNode(SyncObj):
         if kind == PREVOTE_REPLY:
             self._on_prevote_reply(node, message)
             return
+        if kind == "response_vote" and "term" in message:
+            # when the voter last acknowledged a leader (no field: now, the safe side)
+            acks = self._vote_acks.setdefault(message["term"], [])
+            acks.append(raft_clock() - float(message.get(ACK_AGE, 0.0)))
+            for old in [t for t in self._vote_acks if t < message["term"] - 2]:
+                del self._vote_acks[old]
         if kind == "request_vote":
             if raft_clock() < self.vote_hold_until or self._leader_is_alive(node):
                 return

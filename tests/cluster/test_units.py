@@ -167,3 +167,25 @@ def test_an_ineligible_node_never_campaigns(quiet_node):
     )
     time.sleep(0.5)  # past any election timeout: still a follower
     assert not node.is_candidate() and not node.is_leader()
+
+
+def test_the_wait_counts_from_the_last_acknowledgement_of_the_old_leader():
+    """The old lease rested on an acknowledgement by a node of the winning
+    majority: it ended lease_ms after the newest such one, at the latest."""
+    lease = QuorumLease(60)
+    lease.won(8, 1000 * MS, ack_age_ns=25 * MS)
+    assert lease.ready_at(8) == 975 * MS + 60 * MS + lease.margin_ns
+    lease.won(9, 2000 * MS, ack_age_ns=None)  # unknown: the whole lease from the win
+    assert lease.ready_at(9) == 2060 * MS + lease.margin_ns
+
+
+def test_a_node_reports_no_acknowledgement_older_than_its_start(quiet_node):
+    """What a restarted node acknowledged before is forgotten: its age is at
+    most its uptime (and it votes for nobody in its first election timeout,
+    by when any lease it acknowledged has run out)."""
+    started = time.monotonic()
+    node = quiet_node()
+    time.sleep(0.05)
+    assert node._ack_age() <= time.monotonic() - started  # type: ignore[attr-defined]
+    assert node.vote_hold_until - raft_clock() <= node.timings.election_max_s
+    assert node.timings.election_max_s * 1000 > node.timings.lease_ms
