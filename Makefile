@@ -15,7 +15,7 @@ OPENSEARCH_VERSION := 2.19.6
 OPENSEARCH := $(HOME)/.cache/rtcore/opensearch-$(OPENSEARCH_VERSION)
 OPENSEARCH_SRC := bench/peers/opensearch
 
-.PHONY: all setup sysdeps jaeger opensearch test test-fast bench lint format proto clean
+.PHONY: all setup sysdeps jaeger opensearch test test-fast bench demo lint format proto clean
 
 all: setup
 
@@ -104,6 +104,12 @@ test-fast: setup
 bench: setup
 	$(VENV)/bin/rtctl bench latency
 	$(VENV)/bin/rtctl bench logging
+	$(VENV)/bin/rtctl bench failover
+
+# a local 3-node cluster with RT loops, a job, a fault drill (the primary
+# killed mid-job) and a summary
+demo: setup
+	$(PY) -m bench.demo
 
 lint: setup
 	$(VENV)/bin/ruff check rtcore control bench tests

@@ -27,6 +27,9 @@ def shm_path(name: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """pid runs. A zombie does not: a killed RT whose parent died waits to be
+    reaped by init, which may take seconds (measured: ~2 s here), and must not
+    hold its segment, or its actuation interval open, meanwhile."""
     if pid <= 0:
         return False
     try:
@@ -35,7 +38,12 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc: kill(0) said it exists
+    return state not in (b"Z", b"X")
 
 
 class Segment:

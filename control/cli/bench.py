@@ -207,8 +207,8 @@ def add(commands: Any) -> None:
     fo.add_argument(
         "--misses-seconds",
         type=positive_seconds,
-        default=10.0,
-        help="window for the misses with and without replication (default 10)",
+        default=20.0,
+        help="window for the misses with and without replication (default 20)",
     )
     _bench_flags(fo, "CPU for the RT loops (default: the highest-numbered)")
     fo.set_defaults(handler=_failover)

@@ -39,6 +39,7 @@ ROLE_TICK_S = 0.002
 REPLICATE_POLL_S = 0.002
 HEALTH_REPORT_S = 5.0
 LAG_SAMPLES = 4096
+LAG_WINDOW_S = 10.0
 HANDOVER_TIMEOUT_S = 2.0
 TRANSFER_RETRY_S = 0.05  # a TimeoutNow that did not make the target leader is sent again
 HANDOVER_NS = int(2 * HANDOVER_TIMEOUT_S * 1e9)  # a handover not done by then is given up
@@ -80,9 +81,11 @@ class Cluster:
         self._handover_granted = 0  # the term a handover let this node skip the wait in
         self._handing_over = 0  # the term this node is handing over in (never primary again)
         self._handover_ns = 0
-        self._lag_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
-        # submit-to-commit time of this node's lease rounds (and checkpoints)
-        self._round_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
+        # (when, ms): replicated checkpoints' lag here; this node's rounds' commit time
+        self._lag_ms: collections.deque[tuple[float, float]] = collections.deque(maxlen=LAG_SAMPLES)
+        self._round_ms: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=LAG_SAMPLES
+        )
         self._last_ckpt_wall_ns = 0
         self._replicated_seq = (0, 0)  # (task_id, seq) of the newest checkpoint sent
         self._unhealthy_since: float | None = None
@@ -138,7 +141,7 @@ class Cluster:
         if raft is not None and raft.isReady():
             # not while replaying the journal or catching up after a start:
             # those entries are old by design, not late
-            self._lag_ms.append((time.time_ns() - ckpt.wall_ns) / 1e6)
+            self._lag_ms.append((time.monotonic(), (time.time_ns() - ckpt.wall_ns) / 1e6))
         self._last_ckpt_wall_ns = ckpt.wall_ns
         if self.role != "primary":
             self.write_inbound(ckpt)
@@ -313,7 +316,7 @@ class Cluster:
             raft = self.raft
             if err != 0 or raft is None or raft.term != term or not raft.is_leader():
                 return
-            self._round_ms.append((time.monotonic_ns() - t0) / 1e6)
+            self._round_ms.append((time.monotonic(), (time.monotonic_ns() - t0) / 1e6))
             start = self.lease.acknowledged(term, t0)
             if result is True:
                 self._handover_granted = term
@@ -525,8 +528,12 @@ class Cluster:
         raft = self.raft
         return bool(raft is not None and raft.hasQuorum)
 
-    def lag_summary(self, samples: Any = None) -> dict[str, Any]:
-        lags = sorted(self._lag_ms if samples is None else samples)
+    @staticmethod
+    def recent(samples: collections.deque[tuple[float, float]]) -> dict[str, Any]:
+        """p50/p99/max of the samples of the last LAG_WINDOW_S seconds: what the
+        cluster does now, not what a restart or a failover minutes ago did."""
+        since = time.monotonic() - LAG_WINDOW_S
+        lags = sorted(ms for when, ms in list(samples) if when >= since)
         if not lags:
             return {"p50": 0.0, "p99": 0.0, "max": 0.0, "count": 0}
 
@@ -572,8 +579,8 @@ class Cluster:
             "commit_index": raft.raftCommitIndex if raft is not None else 0,
             "last_applied": raft.raftLastApplied if raft is not None else 0,
             "checkpoint_lag_ms": ckpt_lag,
-            "replication_lag_ms": self.lag_summary(),
-            "commit_ms": self.lag_summary(self._round_ms),
+            "replication_lag_ms": self.recent(self._lag_ms),
+            "commit_ms": self.recent(self._round_ms),
             "promotions": self.promotions,
             "refused": self.refused,
             "members": members,

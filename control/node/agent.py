@@ -201,10 +201,12 @@ class Agent:
             life.add(Component("otlp export", stop=self.otlp.close))
         life.add(Component("final checkpoint", stop=self._save_final_checkpoint))
         life.add(Component("ports", start=self._serve, stop=self._stop_serving))
+        life.add(Component("drainer", start=self.drainer.start, stop=self.drainer.stop))
+        # after the drainer: settling a dead RT's interval drains its journal ring
+        # first (before it, the flush never came and the interval stayed open)
         life.add(
             Component("journal", start=self._settle_dead_rt_journal, stop=self._settle_journal)
         )
-        life.add(Component("drainer", start=self.drainer.start, stop=self.drainer.stop))
         for ticker in (
             Ticker("checkpoint-saver", self.saver.interval_s, self._save_checkpoint),
             Ticker("job-runner", JOB_TICK_S, self._tick_jobs),
@@ -532,6 +534,14 @@ class Agent:
         seg = self.link.get()
         if seg is not None and not pid_alive(seg.owner_pid()):
             self._settle_journal()
+        elif seg is None and self.journal.open_interval() is not None:
+            # the segment is gone (a reboot): when the RT stopped is unknown,
+            # so the interval ends at most now (end_bound "upper")
+            self.journal.close_from_status({}, time.time_ns(), time.monotonic_ns())
+            logger.warning(
+                "an actuation interval left open by an RT whose segment is gone "
+                "was closed with now as its upper bound"
+            )
 
     def _settle_journal(self) -> None:
         """Persist what the journal ring holds and close an interval the RT

@@ -207,6 +207,41 @@ def test_restart_json_has_its_figures_and_baselines():
     assert not any(name.startswith("rtcore-bench") for name in os.listdir("/dev/shm"))
 
 
+@pytest.mark.slow
+def test_failover_json_has_its_figures_and_baseline():
+    done = rtctl(
+        "bench",
+        "failover",
+        "--kills",
+        "2",
+        "--planned",
+        "1",
+        "--baseline-kills",
+        "1",
+        "--misses-seconds",
+        "2",
+        "--json",
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout)
+    assert_numbers(r["failover_gap_ms"], ("p50", "p90", "max", "min"))
+    assert len(r["trials"]["kills"]) == 2 and len(r["trials"]["planned"]) == 1
+    for k in r["trials"]["kills"]:
+        assert k["killed"] != k["new_primary"] and k["gap_ms"] > 0
+    assert_numbers(r["planned_gap_ms"], ("p50", "max"))
+    assert_numbers(r, ("lost_jobs", "duplicate_waypoints", "elections"))
+    assert r["elections"] >= 2
+    assert_numbers(r["replication_lag_ms"], ("p99",))
+    assert_numbers(r["misses"], ("replication_on", "replication_off", "window_s"))
+    assert_numbers(r["baseline"]["failover_ms"], ("p50", "max"))
+    assert_numbers(r["baseline"]["commit_ms"], ("p50",))
+    assert_numbers(r["ratio"], ("failover_p50_to_pysyncobj_defaults",))
+    assert {"failover_gap_p50_le_100ms", "planned_gap_le_5ms", "lost_jobs_0"} <= set(r["goals"])
+    assert all(isinstance(v, bool) for v in r["goals"].values())
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("rtcore-fo")]
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or len(os.sched_getaffinity(0)) < 2,
     reason="isolation needs root and two CPUs",
@@ -237,6 +272,8 @@ def test_isolation_json_has_its_figures():
         ["bench", "latency", "--wake-mode", "hybrid", "--period-us", "50"],
         ["bench", "logging", "--count", "0"],
         ["bench", "logging", "--cpu", "999"],
+        ["bench", "failover", "--kills", "0"],
+        ["bench", "failover", "--cpu", "999"],
         ["bench"],
         [],
     ],

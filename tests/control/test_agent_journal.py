@@ -13,7 +13,7 @@ import pytest
 
 from control.config import AgentConfig
 from control.rt.journal import ActuationJournal
-from control.rt.supervisor import Supervisor
+from control.rt.supervisor import Supervisor, proc_state
 from rtcore import _core
 from tests.conftest import wait_for
 from tests.control.agentproc import CPU
@@ -165,3 +165,25 @@ def test_the_rt_stops_before_its_lease_and_its_drainer(tmp_path):
         agent.jobs.close()
         agent.traces.close()
         agent._lock_file.close()
+
+
+def test_an_agent_restarted_after_both_were_killed_closes_the_interval(agent_factory, tmp_path):
+    """A machine's agent and RT killed together: the next agent finds the
+    interval open in the journal and the dead RT's status block in the
+    segment, and closes the interval from it, exactly."""
+    agent = agent_factory().start()
+    first = wait_actuating(agent)
+    journal = ActuationJournal(os.path.join(agent.data_dir, "journal.jsonl"), "")
+    wait_for(lambda: journal.open_interval(), timeout=5, what="the START persisted")
+    agent.proc.kill()
+    agent.proc.wait(timeout=5)
+    os.kill(first["pid"], signal.SIGKILL)
+    # dead, perhaps not reaped yet (its parent is gone; init reaps when it will)
+    wait_for(lambda: proc_state(first["pid"]) in (None, "Z", "X"), timeout=5, what="RT dead")
+    dead = rt_status(agent)
+    agent.start()
+    wait_for(lambda: len(journal.intervals()) >= 2, timeout=20, what="a second interval")
+    closed = journal.intervals()[0]
+    assert closed["closed_by"] == "agent" and closed["pid"] == first["pid"]
+    assert closed["end_cycle"] == dead["act_last_cycle"]
+    assert closed.get("end_bound") != "upper"
