@@ -38,6 +38,7 @@ class AgentConfig:
     raft: str = ""
     peers: list[str] = field(default_factory=list)
     witness: bool = False  # votes in the cluster, runs no RT loop
+    raft_priority: int = 0  # who becomes primary: the highest, else the first started
     lease_ms: int = 60  # the primary's quorum lease (and its RT's lease) in a cluster
     election_timeout_ms: int = 150  # Raft's minimum election timeout (the maximum is twice it)
     heartbeat_ms: int = 20  # the leader's append-entries period
@@ -183,6 +184,8 @@ FLAG_HELP = {
     "peer": "another node's Raft address; repeat for each",
     "witness": "vote in the cluster without running an RT loop (the third member of a "
     "primary/standby pair)",
+    "raft_priority": "preference to become primary, 0..100 (default 0): the highest eligible "
+    "node with a complete log wins an election; equal ones: the first started",
     "lease_ms": "the primary's quorum lease in ms (default 60; below election_timeout_ms): "
     "a cut-off primary's RT stops actuating within it",
     "election_timeout_ms": "Raft's minimum election timeout in ms (default 150)",

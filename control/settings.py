@@ -274,6 +274,7 @@ RULES: dict[str, Rule] = {
     "raft": hostport(allow_empty=True),
     "peers": peers,
     "witness": boolean,
+    "raft_priority": integer(0, 100),
     "lease_ms": integer(5, 60_000, " ms"),
     "election_timeout_ms": integer(20, 600_000, " ms"),
     "heartbeat_ms": integer(1, 60_000, " ms"),

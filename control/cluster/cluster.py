@@ -41,6 +41,7 @@ HEALTH_REPORT_S = 5.0
 LAG_SAMPLES = 4096
 LAG_WINDOW_S = 10.0
 HANDOVER_TIMEOUT_S = 2.0
+STARTUP_GRACE_S = 3.0  # a node whose RT is not up within this grants pre-votes anyway
 TRANSFER_RETRY_S = 0.05  # a TimeoutNow that did not make the target leader is sent again
 HANDOVER_NS = int(2 * HANDOVER_TIMEOUT_S * 1e9)  # a handover not done by then is given up
 CONTACT_HEARTBEATS = 3  # a leader whose majority answered within this many heartbeats appends
@@ -75,6 +76,7 @@ class Cluster:
         self.epoch = 0  # the term this node last wrote into its RT's control block
         self.refused = ""  # why the cluster refused this member (fatal)
         self._stop = threading.Event()
+        self._started = time.monotonic()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_round_ns = 0
@@ -105,6 +107,8 @@ class Cluster:
             self.state,
             self._eligible,
             on_leader_change=self._wake.set,
+            priority=self.cfg.raft_priority,
+            abstain=self._starting,
         )
         for name, target in (
             ("cluster-roles", self._roles_loop),
@@ -164,6 +168,15 @@ class Cluster:
         )
 
     # ---- roles -----------------------------------------------------------------
+
+    def _starting(self) -> bool:
+        """Just started, its RT not up yet: it grants no pre-vote, since whether
+        it should lead itself (priority, first started) is not known yet."""
+        return (
+            not self.witness
+            and time.monotonic() - self._started < STARTUP_GRACE_S
+            and not self.hooks.rt_healthy()
+        )
 
     def _eligible(self) -> bool:
         """May campaign: not a witness, not refused, its RT healthy, not handing over."""

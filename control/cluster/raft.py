@@ -32,6 +32,7 @@ import math
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ from control.cluster.state import ClusterState
 
 PING_S = 0.1  # keeps every connection read from (followers do not talk to each other)
 HINT_STAGGER_S = 0.03  # between the campaigns of the ranked survivors of a crashed leader
+START_TOLERANCE_S = 1.0  # start times closer than this do not decide who leads
+PEER_INFO_S = 0.35  # a member's ping older than this says nothing of it any more
 HINT_RETRY_S = 0.005  # a pre-vote after a crash hint that got no majority is asked again
 TICK_S = 0.002  # pysyncobj's poll timeout: bounds how late a deadline is noticed
 PING = "rtcore_ping"
@@ -72,11 +75,18 @@ class RaftNode(SyncObj):
         state: ClusterState,
         eligible: Callable[[], bool],
         on_leader_change: Callable[[], None] = lambda: None,
+        priority: int = 0,
+        abstain: Callable[[], bool] = lambda: False,
     ) -> None:
         # attributes set before SyncObj.__init__ are not replicated state
         self.state = state
         self.timings = timings
         self._eligible = eligible
+        self.priority = priority
+        self._abstain = abstain
+        self.started_wall = time.time()  # "first started" is compared across machines
+        # addr -> ((priority, -started), eligible, (last term, last index), when heard)
+        self._peer_info: dict[str, tuple[tuple[int, float], bool, tuple[int, int], float]] = {}
         self._on_leader_change = on_leader_change
         self._hint_for: Any = None  # the leader whose disconnection was acted on
         # pysyncobj's deadlines are on its own clock (not time.monotonic's)
@@ -225,7 +235,12 @@ class RaftNode(SyncObj):
         if self._hint_for is leader:
             return
         self._hint_for = leader
-        survivors = [a for a in self._rank_peers if a != leader.id]
+        # the survivor the others would prefer goes first (see _prefers)
+        survivors = sorted(
+            (a for a in self._rank_peers if a != leader.id),
+            key=lambda a: (self._key_of(a), a),
+            reverse=True,
+        )
         rank = survivors.index(self.self_addr) if self.self_addr in survivors else 0
         self._timer = min(self._timer, now + rank * HINT_STAGGER_S)
         logger.info(
@@ -259,6 +274,8 @@ class RaftNode(SyncObj):
                         "term": term,
                         "last_index": last_index,
                         "last_term": last_term,
+                        "priority": self.priority,
+                        "started": self.started_wall,
                     },
                 )
 
@@ -302,10 +319,43 @@ class RaftNode(SyncObj):
             message["term"] > self.term
             and up_to_date
             and raft_clock() >= self.vote_hold_until
+            and not self._abstain()
             and not self._leader_is_alive(node)
+            and not self._someone_preferred(node.id, message)
         )
         transport = self._SyncObj__transport  # type: ignore[attr-defined]
         transport.send(node, {"type": PREVOTE_REPLY, "term": message["term"], "granted": granted})
+
+    # ---- who should lead: an explicit priority, else the first started ----------
+
+    def _key_of(self, addr: str) -> tuple[int, float]:
+        """(priority, -start time) of a member, as its pings said; higher leads."""
+        if addr == self.self_addr:
+            return self.priority, -self.started_wall
+        info = self._peer_info.get(addr)
+        return info[0] if info is not None else (-1, -math.inf)
+
+    def _someone_preferred(self, candidate: str, message: dict[str, Any]) -> bool:
+        """Deny a pre-vote to a candidate while a member that should lead before
+        it could win instead: one with a higher --raft-priority, or the same
+        and started START_TOLERANCE_S earlier, that may campaign (healthy,
+        not a witness), is heard from, and whose log is as complete. The
+        requirement: the primary is the first started, or chosen by priority."""
+        key = (int(message.get("priority", 0)), -float(message.get("started", math.inf)))
+        log = (message["last_term"], message["last_index"])
+        now = raft_clock()
+        rivals = [(self._key_of(self.self_addr), self._eligible(), self._last_log_term_first())]
+        for addr, (k, eligible, their_log, when) in self._peer_info.items():
+            if addr != candidate and now - when < PEER_INFO_S:
+                rivals.append((k, eligible, their_log))
+        return any(
+            eligible and their_log >= log and _leads_before(k, key)
+            for k, eligible, their_log in rivals
+        )
+
+    def _last_log_term_first(self) -> tuple[int, int]:
+        index, term = self._last_log()
+        return term, index
 
     def _on_prevote_reply(self, node: Any, message: dict[str, Any]) -> None:
         pv = self._prevote
@@ -347,9 +397,19 @@ class RaftNode(SyncObj):
             return
         self._next_ping = now + PING_S
         transport = self._SyncObj__transport  # type: ignore[attr-defined]
+        last_term, last_index = self._last_log_term_first()
+        # what the others need to tell who should lead (see _someone_preferred)
+        ping = {
+            "type": PING,
+            "priority": self.priority,
+            "started": self.started_wall,
+            "eligible": self._eligible(),
+            "last_term": last_term,
+            "last_index": last_index,
+        }
         for node in self.otherNodes:
             if self.isNodeConnected(node):
-                transport.send(node, {"type": PING})
+                transport.send(node, ping)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:  # noqa: N802
         """pysyncobj's message handler (this name overrides its private one),
@@ -358,6 +418,13 @@ class RaftNode(SyncObj):
         (a vote given before a power cut may not be on disk)."""
         kind = message.get("type")
         if kind == PING:
+            if "priority" in message:
+                self._peer_info[node.id] = (
+                    (int(message["priority"]), -float(message["started"])),
+                    bool(message["eligible"]),
+                    (int(message["last_term"]), int(message["last_index"])),
+                    raft_clock(),
+                )
             return
         if kind == PREVOTE:
             self._on_prevote(node, message)
@@ -422,6 +489,13 @@ class RaftNode(SyncObj):
         )
         self._rejected[node.id] = lowest
         return dict(message, next_node_idx=lowest)
+
+
+def _leads_before(a: tuple[int, float], b: tuple[int, float]) -> bool:
+    """Key a ((priority, -start time)) should lead before key b."""
+    if a[0] != b[0]:
+        return a[0] > b[0]
+    return a[1] - b[1] > START_TOLERANCE_S
 
 
 def call_sync(submit: Callable[..., None], *args: Any, timeout_s: float = 2.0) -> Any:

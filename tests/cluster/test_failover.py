@@ -232,3 +232,31 @@ def test_a_primary_whose_rt_keeps_failing_hands_over(make_cluster):
     wait_for(lambda: old.role() == "standby", timeout=15, what="the old primary a standby")
     assert new.role() == "primary"
     assert not overlaps(c.intervals())
+
+
+def test_the_first_started_node_becomes_primary(make_cluster):
+    c = make_cluster()
+    first = c.members[2]
+    first.start()
+    time.sleep(2.0)  # it runs alone (no quorum) while the others start
+    for m in c.members[:2]:
+        m.start()
+    assert c.wait_primary(timeout=40) is first
+
+
+def test_an_explicit_priority_wins_over_the_first_started(make_cluster):
+    c = make_cluster()
+    first, preferred, last = c.members
+    preferred.extra += ["--raft-priority", "10"]
+    first.start()
+    time.sleep(2.0)  # first started: it would lead, but for the priority
+    preferred.start()
+    assert c.wait_primary(timeout=40) is preferred
+    last.start()
+    c.wait_standbys(2)
+    # no preemption: killed and back, it is a standby of the new primary
+    preferred.kill_all()
+    new = c.wait_primary(timeout=15, exclude=preferred.node_id)
+    preferred.start()
+    wait_for(lambda: preferred.role() == "standby", timeout=30, what="it back as a standby")
+    assert new.role() == "primary"

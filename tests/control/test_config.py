@@ -46,6 +46,7 @@ FILE_CASES = [
     Case("peers = [1]", "peers", "[1]"),
     Case('peer = "10.0.0.2:7771"', "peer", '"10.0.0.2:7771"'),
     Case('witness = "yes"', "witness", '"yes"'),
+    Case("raft_priority = 101", "raft_priority", "101"),
     Case("lease_ms = 2", "lease_ms", "2"),
     Case("election_timeout_ms = 5", "election_timeout_ms", "5"),
     Case("heartbeat_ms = 0", "heartbeat_ms", "0"),
