@@ -76,6 +76,7 @@ class Cluster:
         self.epoch = 0  # the term this node last wrote into its RT's control block
         self.refused = ""  # why the cluster refused this member (fatal)
         self._stop = threading.Event()
+        self._inbound_lock = threading.Lock()
         self._started = time.monotonic()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -156,16 +157,19 @@ class Cluster:
         buf = self.hooks.segment_buf()
         if ckpt is None or buf is None or self.witness:
             return
-        _core.write_checkpoint(
-            buf,
-            _core.INBOUND,
-            ckpt.seq,
-            ckpt.cycle,
-            ckpt.epoch,
-            ckpt.task_id,
-            ckpt.state,
-            origin=ckpt.origin,
-        )
+        # the slot's seqlock has one writer: pysyncobj's thread, the roles
+        # thread and the supervisor's events all call this
+        with self._inbound_lock:
+            _core.write_checkpoint(
+                buf,
+                _core.INBOUND,
+                ckpt.seq,
+                ckpt.cycle,
+                ckpt.epoch,
+                ckpt.task_id,
+                ckpt.state,
+                origin=ckpt.origin,
+            )
 
     # ---- roles -----------------------------------------------------------------
 
@@ -209,7 +213,10 @@ class Cluster:
             self._handing_over = 0
             self.lease.unrevoke(term)
         if leader:
-            self.lease.won(term, now, raft.ack_age_ns(term))
+            # the age first, then the time: a delay between them lengthens the
+            # wait, never shortens it (reading `now` earlier did)
+            age = raft.ack_age_ns(term)
+            self.lease.won(term, time.monotonic_ns(), age)
             if (
                 healthy
                 and term > self._handing_over
@@ -438,21 +445,27 @@ class Cluster:
         self.lease.revoke(term)
         self._write_control(active=0)
 
-        def committed(result: Any, err: int) -> None:
-            if err == 0:
-                raft.transfer_to(target.raft)
-            else:
-                self._handing_over = 0
-                self.lease.unrevoke(term)
+        def hand_over() -> None:
+            # its RT is unhealthy, not actuating (the role is fenced); the
+            # handover says so, then the same transfer as a planned failover
+            try:
+                call_sync(self.state.handover, self.node_id, target.node_id, term, timeout_s=2.0)
+            except RaftUnavailable:
+                self._abort_handover(term)
+                return
+            self._transfer(raft, target, term)
 
-        self.state.handover(self.node_id, target.node_id, term, callback=committed)
+        threading.Thread(target=hand_over, name="cluster-step-down", daemon=True).start()
 
     def _freshest_standby(self, raft: RaftNode) -> Member | None:
         match = raft.match_index()
         voters = [
             m
             for m in self.state.members.values()
-            if not m.witness and m.node_id != self.node_id and raft.connected(m.raft)
+            if not m.witness
+            and m.node_id != self.node_id
+            and raft.connected(m.raft)
+            and self.state.health.get(m.node_id, (True, 0))[0]
         ]
         if not voters:
             return None
@@ -493,30 +506,16 @@ class Cluster:
         self.lease.revoke(term)
         self._write_control(active=0)
         if not rt_not_actuating(HANDOVER_TIMEOUT_S):
+            self._abort_handover(term)
             raise FailedPrecondition("the RT did not stop actuating within 2 s")
         # 2. say so through the log: the target need not wait a lease out
         try:
             call_sync(self.state.handover, self.node_id, target.node_id, term, timeout_s=2.0)
         except RaftUnavailable as e:
+            self._abort_handover(term)
             raise FailedPrecondition(f"the handover did not commit: {e}") from None
         # 3. make the target leader now (it must have every entry)
-        deadline = time.monotonic() + HANDOVER_TIMEOUT_S
-        while time.monotonic() < deadline and raft.leader_addr() == self.cfg.raft:
-            # pysyncobj refuses a target that lacks an entry, and the others'
-            # forwarded entries (health reports) keep coming: ask again until
-            # it is caught up at the moment of asking, and wins
-            if raft.match_index().get(target.raft, 0) >= raft.last_index():
-                raft.transfer_to(target.raft)
-                retry = time.monotonic() + TRANSFER_RETRY_S
-                while time.monotonic() < retry and raft.leader_addr() == self.cfg.raft:
-                    time.sleep(0.0005)
-            else:
-                time.sleep(0.0005)
-        if raft.leader_addr() == self.cfg.raft and raft.term == term:
-            # the target did not take over: this node may lead again, from new
-            # rounds (they void the handover, so the target cannot skip a wait)
-            self._handing_over = 0
-            self.lease.unrevoke(term)
+        if not self._transfer(raft, target, term):
             raise FailedPrecondition(
                 f"{target.node_id} did not take over within {HANDOVER_TIMEOUT_S:.0f} s; "
                 "this node stays primary"
@@ -528,6 +527,31 @@ class Cluster:
             "handover_ms": round((time.monotonic() - start) * 1000, 1),
             "gap_ms": None,  # the journals have it: `rtctl rt journal` on both nodes
         }
+
+    def _transfer(self, raft: RaftNode, target: Member, term: int) -> bool:
+        """Make `target` leader (Raft's TimeoutNow). pysyncobj refuses a target
+        that lacks an entry, and the others' forwarded entries (health
+        reports) keep coming: asked again until it is caught up at the moment
+        of asking, and wins. Not taken over in time: this node may lead again,
+        from new rounds (they void the handover: the target cannot skip a
+        wait). True if leadership moved."""
+        deadline = time.monotonic() + HANDOVER_TIMEOUT_S
+        while time.monotonic() < deadline and raft.leader_addr() == self.cfg.raft:
+            if raft.match_index().get(target.raft, 0) >= raft.last_index():
+                raft.transfer_to(target.raft)
+                retry = time.monotonic() + TRANSFER_RETRY_S
+                while time.monotonic() < retry and raft.leader_addr() == self.cfg.raft:
+                    time.sleep(0.0005)
+            else:
+                time.sleep(0.0005)
+        if raft.leader_addr() == self.cfg.raft and raft.term == term:
+            self._abort_handover(term)
+            return False
+        return True
+
+    def _abort_handover(self, term: int) -> None:
+        self._handing_over = 0
+        self.lease.unrevoke(term)
 
     # ---- reading -----------------------------------------------------------------
 

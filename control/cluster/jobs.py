@@ -38,6 +38,11 @@ class ReplicatedJobs:
         try:
             result = call_sync(method, *args, timeout_s=COMMIT_TIMEOUT_S)
         except RaftUnavailable as e:
+            if e.maybe_applied:
+                raise errors.FailedPrecondition(
+                    f"the cluster did not confirm the change in time ({e}); it may still "
+                    "take effect: look (rtctl job list) before trying again"
+                ) from None
             raise errors.FailedPrecondition(
                 f"the cluster did not commit the change ({e}); nothing was changed"
             ) from None

@@ -510,9 +510,15 @@ def call_sync(submit: Callable[..., None], *args: Any, timeout_s: float = 2.0) -
 
     submit(*args, callback=callback)
     if not done.wait(timeout_s):
-        raise RaftUnavailable(f"not committed within {timeout_s:.1f} s")
+        raise RaftUnavailable(f"not committed within {timeout_s:.1f} s", maybe_applied=True)
     if box[1] != FAIL_REASON.SUCCESS:
-        raise RaftUnavailable(FAIL_NAMES.get(box[1], str(box[1])))
+        # appended, then the leader changed: a later leader may still commit it
+        maybe = box[1] in (
+            FAIL_REASON.LEADER_CHANGED,
+            FAIL_REASON.NOT_LEADER,
+            FAIL_REASON.UNKNOWN_OUTCOME,
+        )
+        raise RaftUnavailable(FAIL_NAMES.get(box[1], str(box[1])), maybe_applied=maybe)
     return box[0]
 
 
@@ -523,8 +529,11 @@ FAIL_NAMES = {
     FAIL_REASON.NOT_LEADER: "not the leader",
     FAIL_REASON.LEADER_CHANGED: "the leader changed",
     FAIL_REASON.REQUEST_DENIED: "denied",
+    FAIL_REASON.UNKNOWN_OUTCOME: "outcome unknown",
 }
 
 
 class RaftUnavailable(Exception):
-    pass
+    def __init__(self, message: str, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied  # a timeout: it may commit later

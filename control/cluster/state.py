@@ -91,6 +91,15 @@ class ClusterState(SyncObjConsumer):
     def _serialize(self) -> dict[str, Any]:
         return {k: v for k, v in super()._serialize().items() if k != "_listener"}
 
+    def _deserialize(self, data: dict[str, Any]) -> None:
+        """A snapshot loaded (at start, or sent by the leader to a node that fell
+        behind its log): the jobs it holds go to the local mirror too, or a
+        node caught up this way would not know them."""
+        super()._deserialize(data)
+        listener = self._listener()
+        for job in sorted(self.jobs.values(), key=lambda j: j.id):
+            listener.job_changed(job)
+
     # ---- membership ---------------------------------------------------------
 
     @replicated
@@ -142,8 +151,9 @@ class ClusterState(SyncObjConsumer):
         granted = node_id == self.handover_to and term > self.handover_term
         if node_id != self.handover_to or granted:
             self.handover_to = ""  # a handover is used once, by its target only
-        if node_id == self.transfer_to or term > self.handover_term:
-            self.transfer_to = ""  # done, or overtaken
+        # any round ends a transfer: its target's (done) or another's (the
+        # handover was given up, or overtaken)
+        self.transfer_to = ""
         self.lease_holder = node_id
         return granted
 

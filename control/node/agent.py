@@ -437,7 +437,10 @@ class Agent:
                 try:
                     self.runner.on_event(ev)
                 except ControlError as e:
-                    logger.warning("job progress not recorded: {}", e)
+                    # not committed: the job would wait for an event that came;
+                    # resync from the RT's state on the next job tick instead
+                    logger.warning("job progress not recorded ({}); resyncing from the RT", e)
+                    self._promoted = True
             if ev["kind_id"] == reftask.EV_TRACKING_ERROR:
                 self.propagation.tracking_error(ev)
 

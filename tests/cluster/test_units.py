@@ -189,3 +189,28 @@ def test_a_node_reports_no_acknowledgement_older_than_its_start(quiet_node):
     assert node._ack_age() <= time.monotonic() - started  # type: ignore[attr-defined]
     assert node.vote_hold_until - raft_clock() <= node.timings.election_max_s
     assert node.timings.election_max_s * 1000 > node.timings.lease_ms
+
+
+def test_a_snapshot_loaded_mirrors_every_job_it_holds():
+    """A node that catches up from the leader's snapshot (it fell behind the
+    compacted log) gets the snapshot's jobs in its local database too."""
+    a = ClusterState(NullListener)
+    _apply_all(a)
+    seen: list[int] = []
+
+    class Mirror(NullListener):
+        def job_changed(self, job: machine.Job) -> None:
+            seen.append(job.id)
+
+    b = ClusterState(Mirror)
+    b._deserialize(a._serialize())
+    assert seen == sorted(a.jobs)
+
+
+def test_any_round_ends_a_transfer():
+    s = ClusterState(NullListener)
+    s.lease_round("old", 4, _doApply=True)
+    s.handover("old", "new", 4, _doApply=True)
+    assert s.transfer_to == "new"
+    s.lease_round("old", 4, _doApply=True)  # the handover was given up
+    assert s.transfer_to == ""
