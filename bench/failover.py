@@ -59,6 +59,7 @@ GOAL_PLANNED_MS = 5.0
 GOAL_LAG_P99_MS = 20.0
 REQUIREMENT_S = 5.0
 STEP_TIMEOUT_S = 30.0
+SETTLE_UPTIME_S = 2.0  # every node up this long before the next kill (steady state)
 JOB_WAYPOINTS = 60
 JOB_DT_S = 0.25  # a waypoint every quarter second: the long job spans the kills
 
@@ -273,10 +274,13 @@ class Cluster:
             if sorted(r for r, _ in roles.values()) != ["primary", "standby", "standby"]:
                 return None
             for n in self.nodes:
-                if roles[n.node_id][0] == "standby":
-                    with n.client() as c:
-                        if not c.cluster_status()["replication_lag_ms"]["count"]:
-                            return None
+                with n.client() as c:
+                    if c.status()["agent"]["uptime_s"] < SETTLE_UPTIME_S:
+                        return None  # a node just restarted: still in its vote hold-out
+                    if roles[n.node_id][0] == "standby" and not (
+                        c.cluster_status()["replication_lag_ms"]["count"]
+                    ):
+                        return None
             return next(n for n in self.nodes if roles[n.node_id][0] == "primary")
 
         return wait_until(ok, 60, "a primary and two standbys in step", interval=0.05)

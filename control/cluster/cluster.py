@@ -360,6 +360,8 @@ class Cluster:
         raft = self.raft
         if self.role != "primary" or raft is None or not self._in_contact(raft):
             return
+        if raft.term <= self._handing_over:
+            return  # handing over: nothing of this node's may follow the handover entry
         buf = self.hooks.segment_buf()
         if buf is None:
             return

@@ -345,8 +345,17 @@ class RaftNode(SyncObj):
         log = (message["last_term"], message["last_index"])
         now = raft_clock()
         rivals = [(self._key_of(self.self_addr), self._eligible(), self._last_log_term_first())]
+        leader = self._getLeader()
+        connected = {n.id for n in self.otherNodes if self.isNodeConnected(n)}
         for addr, (k, eligible, their_log, when) in self._peer_info.items():
-            if addr != candidate and now - when < PEER_INFO_S:
+            # not the leader whose loss this election replaces (a dead one's last
+            # ping said it was the best for PEER_INFO_S: measured, 360 ms lost)
+            if (
+                addr != candidate
+                and addr in connected
+                and (leader is None or addr != leader.id)
+                and now - when < PEER_INFO_S
+            ):
                 rivals.append((k, eligible, their_log))
         return any(
             eligible and their_log >= log and _leads_before(k, key)
