@@ -277,8 +277,9 @@ class Cluster:
                 with n.client() as c:
                     if c.status()["agent"]["uptime_s"] < SETTLE_UPTIME_S:
                         return None  # a node just restarted: still in its vote hold-out
-                    if roles[n.node_id][0] == "standby" and not (
-                        c.cluster_status()["replication_lag_ms"]["count"]
+                    if (
+                        roles[n.node_id][0] == "standby"
+                        and not (c.cluster_status()["replication_lag_ms"]["count"])
                     ):
                         return None
             return next(n for n in self.nodes if roles[n.node_id][0] == "primary")
