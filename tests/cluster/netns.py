@@ -114,6 +114,17 @@ class NetNS:
     def heal(self, i: int) -> None:
         _ip("-n", self.bridge_ns, "link", "set", self._port(i), "up")
 
+    def cut_pair(self, i: int, j: int) -> None:
+        """Cut only the path between nodes i and j (both ways: blackhole routes
+        in both namespaces); each still reaches the others. TCP connections
+        between the two stay open but dead."""
+        _ip("-n", self.nodes[i], "route", "add", "blackhole", f"{self.addr(j)}/32")
+        _ip("-n", self.nodes[j], "route", "add", "blackhole", f"{self.addr(i)}/32")
+
+    def heal_pair(self, i: int, j: int) -> None:
+        _ip("-n", self.nodes[i], "route", "del", "blackhole", f"{self.addr(j)}/32", check=False)
+        _ip("-n", self.nodes[j], "route", "del", "blackhole", f"{self.addr(i)}/32", check=False)
+
     # ---- teardown ---------------------------------------------------------
 
     def pids(self, ns: str) -> list[int]:

@@ -243,3 +243,41 @@ def test_cut_primary_stops_within_lease_and_a_new_one_takes_over(
     # every member, the healed one included, has it from the replicated log
     for m in cluster.members:
         wait_for(lambda m=m: job(m, job_id), timeout=10, interval=0.2, what=f"job on {m.node_id}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_link_cut_between_a_standby_and_the_primary_disturbs_nobody(
+    cluster: TestCluster, net: NetNS
+) -> None:
+    """Only the path between the primary and one standby goes (a flapping
+    switch port, a bad cable on one side): the standby stops hearing its
+    leader, but the other standby still does, so it gets no pre-vote, raises
+    no term, and cannot depose the primary; healed, it follows again. Guards
+    the pre-vote and the "no vote while the leader lives" rule."""
+    cluster.start()
+    primary = cluster.wait_primary(timeout=60)
+    cluster.wait_standbys(2, timeout=60)
+    p = cluster.members.index(primary)
+    f = next(i for i in range(3) if i != p)
+    standby = cluster.members[f]
+    term = primary.status()["cluster"]["term"]
+    cut_ns = time.time_ns()
+    net.cut_pair(p, f)
+    try:
+        time.sleep(3.0)  # ten election timeouts and more
+        st = standby.status()
+        assert st is not None and st["cluster"]["term"] == term, st and st["cluster"]
+        assert primary.role() == "primary"
+        assert primary.status()["cluster"]["term"] == term
+    finally:
+        net.heal_pair(p, f)
+    wait_for(lambda: standby.role() == "standby", timeout=15, what="the standby to follow again")
+    time.sleep(1.0)
+    assert primary.role() == "primary"
+    assert primary.status()["cluster"]["term"] == term
+    assert standby.status()["cluster"]["term"] == term
+    ivs = cluster.intervals()
+    assert overlaps(ivs) == []
+    mine = [iv for iv in ivs if iv.node == primary.node_id]
+    assert len(mine) == 1 and mine[0].start_ns < cut_ns and mine[0].end_ns is None, mine
