@@ -77,6 +77,10 @@ class Cluster:
         self.refused = ""  # why the cluster refused this member (fatal)
         self._stop = threading.Event()
         self._inbound_lock = threading.Lock()
+        # held while deciding to send a lease round or a checkpoint, and while
+        # starting a handover: nothing of this node's may follow a handover
+        # entry in the log (it would void the handover's grant)
+        self._submit_lock = threading.Lock()
         self._started = time.monotonic()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -217,13 +221,14 @@ class Cluster:
             # wait, never shortens it (reading `now` earlier did)
             age = raft.ack_age_ns(term)
             self.lease.won(term, time.monotonic_ns(), age)
-            if (
-                healthy
-                and term > self._handing_over
-                and now - self._last_round_ns > (self.lease.lease_ns // 6)
-                and self._in_contact(raft)
-            ):
-                self._send_round(term, now)
+            with self._submit_lock:
+                if (
+                    healthy
+                    and term > self._handing_over
+                    and now - self._last_round_ns > (self.lease.lease_ns // 6)
+                    and self._in_contact(raft)
+                ):
+                    self._send_round(term, now)
         role = self._decide(raft, term, leader, healthy, now)
         if role != self.role:
             self._change_role(role, term)
@@ -357,6 +362,10 @@ class Cluster:
                 logger.exception("cluster: replicating a checkpoint failed")
 
     def _replicate_once(self) -> None:
+        with self._submit_lock:
+            self._replicate_locked()
+
+    def _replicate_locked(self) -> None:
         raft = self.raft
         if self.role != "primary" or raft is None or not self._in_contact(raft):
             return
@@ -443,7 +452,8 @@ class Cluster:
             to=target.node_id,
         )
         term = raft.term
-        self._handing_over, self._handover_ns = term, time.monotonic_ns()
+        with self._submit_lock:
+            self._handing_over, self._handover_ns = term, time.monotonic_ns()
         self.lease.revoke(term)
         self._write_control(active=0)
 
@@ -504,7 +514,8 @@ class Cluster:
         term = raft.term
         start = time.monotonic()
         # 1. stop actuating at a cycle boundary, and give up the lease of this term
-        self._handing_over, self._handover_ns = term, time.monotonic_ns()
+        with self._submit_lock:
+            self._handing_over, self._handover_ns = term, time.monotonic_ns()
         self.lease.revoke(term)
         self._write_control(active=0)
         if not rt_not_actuating(HANDOVER_TIMEOUT_S):
