@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ from bench.runner import (
     _stop_with_parent,
     background_agent,
     child_env,
+    free_port,
+    percentile,
     terminate,
     wait_until,
 )
@@ -73,23 +74,12 @@ class FailoverOptions:
     misses_seconds: float = 20.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
-
-
 def _summary(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"p50": None, "max": None, "samples": []}
     return {
-        "p50": round(_pct(values, 0.5), 2),
-        "p90": round(_pct(values, 0.9), 2),
+        "p50": round(percentile(values, 0.5), 2),
+        "p90": round(percentile(values, 0.9), 2),
         "max": round(max(values), 2),
         "min": round(min(values), 2),
         "samples": [round(v, 2) for v in values],
@@ -191,13 +181,13 @@ class Waypoints:
 
 class Cluster:
     def __init__(self, cpu: int, root: str) -> None:
-        addrs = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+        addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
         tag = os.getpid()
         self.nodes = [
             Node(
                 f"fo{tag}n{i + 1}",
                 addr,
-                f"127.0.0.1:{_free_port()}",
+                f"127.0.0.1:{free_port()}",
                 os.path.join(root, f"n{i + 1}"),
                 [a for a in addrs if a != addr],
                 cpu,
@@ -396,7 +386,7 @@ while True:
 
 def _pysyncobj_defaults(kills: int, root: str) -> dict:
     """pysyncobj as it comes: three bare processes, the leader killed."""
-    addrs = [f"127.0.0.1:{_free_port()}" for _ in range(3)]
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     outs = [os.path.join(root, f"bare{i}.json") for i in range(3)]
     procs: dict[int, subprocess.Popen] = {}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from bench.runner import (
     BenchError,
     background_agent,
     last_line,
+    percentile,
     run_bounded,
     segment_name,
     wait_until,
@@ -53,18 +53,6 @@ class RestartOptions:
     kills: int = 20
     cpu: int | None = None
     period_us: int = 1000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[rank]
 
 
 def _cold_start_ms(cpu: int, period_us: int) -> float:
@@ -123,8 +111,8 @@ def _status_round_trips(target: str) -> dict:
 
     def summary(samples: list[float]) -> dict:
         return {
-            "p50": round(_percentile(samples, 0.5), 3),
-            "p99": round(_percentile(samples, 0.99), 3),
+            "p50": round(percentile(samples, 0.5), 3),
+            "p99": round(percentile(samples, 0.99), 3),
             "max": round(max(samples), 3),
             "calls": len(samples),
         }
@@ -170,8 +158,8 @@ def _cli_runs(target: str) -> dict:
             runs[name].append(took)
     report: dict = {
         name: {
-            "p50": round(_percentile(ms, 0.5), 1),
-            "p90": round(_percentile(ms, 0.9), 1),
+            "p50": round(percentile(ms, 0.5), 1),
+            "p90": round(percentile(ms, 0.9), 1),
             "runs": len(ms),
         }
         for name, ms in runs.items()
@@ -241,8 +229,8 @@ def run(opts: RestartOptions) -> dict:
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
     gaps = [t["restart_ms"] for t in trials]
-    cold_p50 = _percentile(cold, 0.5)
-    p50, worst = _percentile(gaps, 0.5), max(gaps)
+    cold_p50 = percentile(cold, 0.5)
+    p50, worst = percentile(gaps, 0.5), max(gaps)
     over_health = rtt["status"]["p99"] / max(rtt["baseline_health_check"]["p99"], 1e-3)
     return {
         "kills": opts.kills,
@@ -250,7 +238,7 @@ def run(opts: RestartOptions) -> dict:
         "period_us": opts.period_us,
         "restart_ms": {
             "p50": round(p50, 2),
-            "p90": round(_percentile(gaps, 0.9), 2),
+            "p90": round(percentile(gaps, 0.9), 2),
             "max": round(worst, 2),
             "min": round(min(gaps), 2),
         },

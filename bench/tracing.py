@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import jaeger, machine
 from bench.latency import run_rt
-from bench.runner import BenchError
+from bench.runner import BenchError, percentile
 from rtcore import stats
 
 ROUNDS = 3
@@ -129,11 +129,6 @@ def _rt_span_push_ns(cpu: int, reader_cpu: int, priority: int) -> dict[str, Any]
     }
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
-
-
 def _span(end_ns: int) -> dict[str, Any]:
     """One finished span as the agent hands it to the exporter (1 ms long)."""
     return {
@@ -221,16 +216,16 @@ def _export_latency_ms(n: int) -> dict[str, Any]:
     if not latencies:
         raise BenchError(f"no exported span became retrievable from Jaeger (exporter: {stats})")
     return {
-        "p50": round(_percentile(latencies, 0.5), 1),
-        "p99": round(_percentile(latencies, 0.99), 1),
+        "p50": round(percentile(latencies, 0.5), 1),
+        "p99": round(percentile(latencies, 0.99), 1),
         "max": round(max(latencies), 1),
         "spans": n,
         "not_retrieved": lost,
         "first_span_ms": round(first_ms, 1),
         "poll_interval_ms": EXPORT_POLL_S * 1e3,
-        "query_rtt_ms_p50": round(_percentile(rtts, 0.5), 2),
+        "query_rtt_ms_p50": round(percentile(rtts, 0.5), 2),
         "exporter": {k: stats[k] for k in ("exported", "dropped")},
-        "goal_met": lost == 0 and _percentile(latencies, 0.99) <= GOAL_EXPORT_P99_MS,
+        "goal_met": lost == 0 and percentile(latencies, 0.99) <= GOAL_EXPORT_P99_MS,
         "method": f"measured: {n} spans one at a time, each ending just before it is handed "
         "to OtlpExport.export() with the agent's settings (a batch sent every "
         f"{delay_ms} ms, after a random 0-{delay_ms} ms pause so spans fall at random "
