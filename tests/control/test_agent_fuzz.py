@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from control.api import JOB_STATES
@@ -119,11 +119,13 @@ def _send(client: Client, method: str, args: list) -> None:
             getattr(client, method)(*args)
     except ClientError as e:
         assert e.code in refusals, f"{method}{tuple(args)!r} -> {e.code}: {e}"
-        event(f"{method}: refused ({e.code.name})")
+        outcome = f"refused ({e.code.name})"
     else:
-        # --hypothesis-show-statistics: which requests were carried out
         isolated = method == "set_affinity" and args[1] is True
-        event(f"{method}: done" + (" (isolated)" if isolated else ""))
+        outcome = "done" + (" (isolated)" if isolated else "")
+    if currently_in_test_context():
+        # --hypothesis-show-statistics: which requests were carried out
+        event(f"{method}: {outcome}")
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
@@ -145,14 +147,34 @@ def _check(agent: AgentProc, request: tuple) -> None:
             _send(client, method, args)
         finally:
             # an isolation confines every other task on this shared machine: not
-            # past the example that made it
-            if client.placement()["isolated"]:
-                client.set_affinity(client.placement()["cpus"], False)
+            # past the example that made it. Asked for while no RT runs, it is
+            # not in force yet ("isolated" false) but kept ("isolate"), and the
+            # next RT start applies it when the loop runs, after rt_action
+            # returned: in whatever example is going on then
+            placement = client.placement()
+            if placement["isolate"] or placement["isolated"]:
+                client.set_affinity(placement["cpus"], False)
         status = client.status()
         assert status["rt"]["state"] in RT_STATES, status["rt"]
-        assert not client.placement()["isolated"]
+        placement = client.placement()
+        assert not placement["isolate"] and not placement["isolated"], placement
         jobs = client.list_jobs(None, 1000)
         assert all(j["state"] in JOB_STATES for j in jobs)
         assert sum(j["state"] == "running" for j in jobs) <= 1
         for j in jobs:
             assert 0 <= j["cursor"] <= j["n_waypoints"] and not math.isnan(j["progress"])
+
+
+def test_an_isolation_asked_for_while_the_rt_is_stopped_is_undone_too(agent):
+    """With no RT process the isolation is only kept for the next one; the next
+    start applies it a moment after rt_action returns (on rt_running), inside
+    some later example, so the example that asked for it must undo it."""
+    for request in [("rt_action", "stop"), ("set_affinity", CPU, True), ("rt_action", "start")]:
+        _check(agent, request)
+    with Client(agent.target, timeout=20) as client:
+        wait_for(
+            lambda: client.status()["rt"]["state"] in ("run", "hold", "safe"),
+            timeout=30,
+            what="the RT loop running again",
+        )
+        assert not client.placement()["isolated"]
