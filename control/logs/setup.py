@@ -76,6 +76,8 @@ def open_pipeline(cfg: AgentConfig) -> tuple[LogPipeline, LogStore | None]:
         logger.error("log spool unavailable: {}; logs are counted as dropped", e)
         return LogPipeline(None, [], spool_error=str(e)), store
     sinks: list[Sink] = [store] if store is not None else []
+    if store is not None:  # searchable once spooled, before the store's commit
+        spool.on_append = store.fresh.add
     elastic = open_elastic(cfg, spool.spool_id)
     if elastic is not None:
         sinks.append(elastic)

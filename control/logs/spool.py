@@ -44,7 +44,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +117,9 @@ class Spool:
         self.fsync_interval_s = fsync_interval_s
         self._low = int(max_bytes * (1 - reserve_fraction))
         self.spool_id = ""
+        # told (first seq, records) of every append, under the append lock, so
+        # in seq order: the store's fresh buffer (control/logs/fresh.py)
+        self.on_append: Callable[[int, Sequence[tuple[int, int, bytes]]], None] | None = None
         self._lock = threading.Lock()  # all state below; held briefly, never across I/O
         self._cond = threading.Condition(self._lock)
         self._append_lock = threading.Lock()  # one append at a time: seqs, the active segment
@@ -267,7 +270,11 @@ class Spool:
             # no fsync here: append runs on the drainer's thread, and an fsync
             # can stall for tens of ms under write-back; the pipeline's ticker
             # calls sync() every fsync interval
-            return self._write(chunks, records)
+            first = self._next_seq
+            kept = self._write(chunks, records)
+            if kept and self.on_append is not None:
+                self.on_append(first, records[:kept])
+            return kept
 
     @property
     def _active(self) -> _Segment:

@@ -15,10 +15,12 @@ grows with the matches: when a query matches many records of a day, the day
 is searched in time windows from the newest back, the first sized from the
 terms' document frequencies to hold a few times `limit`.
 
-deliver() commits every index it touched before it returns, so a record is
-searchable once its batch is acknowledged. Delivery is at-least-once: a day
-ignores records whose seq is not above the highest it holds (per day, since a
-crash may land between two days' commits).
+deliver() commits every index it touched before it returns, and only then
+is the batch acknowledged. Delivery is at-least-once: a day ignores records
+whose seq is not above the highest it holds (per day, since a crash may land
+between two days' commits). A record is searchable before that: a search also
+scans the spool's records the store has not settled yet (`fresh`, see
+control/logs/fresh.py), so it does not wait for the commit of its batch.
 
 A day whose index cannot be opened is moved aside (`<dir>.damaged-<ts>`),
 counted and logged once; the store carries on without it.
@@ -42,6 +44,7 @@ import tantivy
 from loguru import logger
 
 from control.errors import InvalidArgument
+from control.logs.fresh import Fresh, FreshRecords
 from control.logs.sink import Delivery, Record
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -128,6 +131,10 @@ class LogStore:
         self._days: dict[int, _Day] = {}
         self.counts = {"duplicates": 0, "expired": 0, "malformed": 0, "damaged": 0}
         self.last_seq = -1
+        # every record up to this seq is in the index (or was a duplicate, or
+        # expired); the ones above are searched in `fresh`
+        self.settled_seq = -1
+        self.fresh = FreshRecords()
         self.error: str | None = None  # why the last delivery failed; None once one succeeds
         self._failures = 0
         for name in sorted(os.listdir(self.directory)):
@@ -154,6 +161,9 @@ class LogStore:
             self._close_idle()
             self._failures = 0
             self.error = None
+            if records:
+                self.settled_seq = max(self.settled_seq, records[-1][0])
+                self.fresh.settle(self.settled_seq)
             return Delivery(len(records))
 
     def _add(self, records: Sequence[Record], pending: dict[int, tuple[_Day, int]]) -> None:
@@ -206,34 +216,23 @@ class LogStore:
         return day.writer
 
     def _document(self, seq: int, time_ns: int, level: int, doc: bytes) -> tantivy.Document:
-        try:
-            ecs = orjson.loads(doc)
-        except orjson.JSONDecodeError:
-            ecs = None
-        if not isinstance(ecs, dict):
-            # kept searchable by its text, stored as a document search can return
+        f = _Fields.of(doc)
+        if f.malformed:
             self.counts["malformed"] += 1
-            ecs = {"message": doc.decode(errors="replace"), "rtcore": {"malformed": "not JSON"}}
-            doc = orjson.dumps(ecs)
         d = tantivy.Document()
         d.add_integer("time_ns", time_ns)
         d.add_integer("seq", seq)
         d.add_integer("level", level)
-        d.add_bytes("doc", doc)
+        d.add_bytes("doc", f.doc)
         # spelled out rather than looped: this runs for every record
-        message = ecs.get("message")
-        if isinstance(message, str):
-            d.add_text("message", message)
-        event = ecs.get("event")
-        if isinstance(event, dict) and isinstance(action := event.get("action"), str):
-            d.add_text("event", action)
-        trace = ecs.get("trace")
-        if isinstance(trace, dict) and isinstance(trace_id := trace.get("id"), str):
-            d.add_text("trace", trace_id)
-        service = ecs.get("service")
-        node = service.get("node") if isinstance(service, dict) else None
-        if isinstance(node, dict) and isinstance(name := node.get("name"), str):
-            d.add_text("node", name)
+        if f.message is not None:
+            d.add_text("message", f.message)
+        if f.event is not None:
+            d.add_text("event", f.event)
+        if f.trace is not None:
+            d.add_text("trace", f.trace)
+        if f.node is not None:
+            d.add_text("node", f.node)
         return d
 
     def _failed(self, touched: list[_Day], error: Exception) -> Delivery:
@@ -387,13 +386,31 @@ class LogStore:
         levels = [lv for lv in LEVELS if level_min is None or lv >= level_min]
         lo = since_ns if since_ns is not None else 0
         hi = until_ns if until_ns is not None else 2**63 - 1
+        # The fresh records are copied before any searcher is taken: a commit
+        # in between then finds them in both (kept once below), while the other
+        # order loses the records a commit settles (and forgets) between the
+        # searcher and the copy. The settled seq is read before either.
+        settled = self.settled_seq
+        fresh = self.fresh.above(settled if after_seq is None else max(settled, after_seq))
         days = [d for n, d in sorted(self._days.items()) if lo // DAY_NS <= n <= hi // DAY_NS]
         query = _Filters(terms, levels if len(levels) < len(LEVELS) else [])
         if after_seq is not None:
-            hits = self._after(days, query, lo, hi, after_seq, limit)
+            hits = _results(self._after(days, query, lo, hi, after_seq, limit))
+            hits += _matching(fresh, query, lo, hi)
+            hits.sort(key=lambda hit: hit.seq)
         else:
-            hits = self._newest(days, query, lo, hi, limit)
-        return _results(hits)
+            hits = _results(self._newest(days, query, lo, hi, limit))
+            hits += _matching(fresh, query, lo, hi)
+            hits.sort(key=lambda hit: (hit.time_ns, hit.seq), reverse=True)
+        out = []
+        seen: set[int] = set()
+        for hit in hits:
+            if hit.seq not in seen:
+                seen.add(hit.seq)
+                out.append({**hit.doc, "_seq": hit.seq})
+                if len(out) == limit:
+                    break
+        return out
 
     def _newest(
         self, days: list[_Day], query: _Filters, lo: int, hi: int, limit: int
@@ -471,6 +488,20 @@ class _Filters:
         clauses += ranges
         return tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in clauses])
 
+    def accepts(self, fields: _Fields) -> bool:
+        """Whether the terms match a record not yet in the index, as the index
+        would match them (the message's words through the same analyzer)."""
+        words: set[str] | None = None
+        for name, value in self.terms:
+            if name == "message":
+                if words is None:
+                    words = set(_WORDS.analyze(fields.message)) if fields.message else set()
+                if value not in words:
+                    return False
+            elif getattr(fields, name) != value:
+                return False
+        return True
+
     def most_matches(self, searcher: tantivy.Searcher) -> int:
         """An upper bound on the day's matches, from document frequencies."""
         bound = searcher.num_docs
@@ -507,19 +538,83 @@ def _count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
     return int(searcher.search(query, 1).count)  # type: ignore[attr-defined]  # not in the stub
 
 
-def _results(hits: list[tuple[tantivy.Searcher, tantivy.DocAddress]]) -> list[dict[str, Any]]:
-    seq_of: dict[int, int] = {}  # position in hits -> seq
-    # one column read per searcher: each read opens the column
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """What the index keeps of a record: its document (a malformed one made a
+    document search can return) and the fields queries filter on."""
+
+    doc: bytes
+    ecs: dict[str, Any]
+    malformed: bool
+    message: str | None
+    event: str | None
+    trace: str | None
+    node: str | None
+
+    @classmethod
+    def of(cls, doc: bytes) -> _Fields:
+        try:
+            ecs = orjson.loads(doc)
+        except orjson.JSONDecodeError:
+            ecs = None
+        malformed = not isinstance(ecs, dict)
+        if malformed:
+            # kept searchable by its text, stored as a document search can return
+            ecs = {"message": doc.decode(errors="replace"), "rtcore": {"malformed": "not JSON"}}
+            doc = orjson.dumps(ecs)
+        # spelled out rather than looped: this runs for every record
+        message = ecs.get("message")
+        event = ecs.get("event")
+        action = event.get("action") if isinstance(event, dict) else None
+        trace = ecs.get("trace")
+        trace_id = trace.get("id") if isinstance(trace, dict) else None
+        service = ecs.get("service")
+        node = service.get("node") if isinstance(service, dict) else None
+        name = node.get("name") if isinstance(node, dict) else None
+        return cls(
+            doc,
+            ecs,
+            malformed,
+            message if isinstance(message, str) else None,
+            action if isinstance(action, str) else None,
+            trace_id if isinstance(trace_id, str) else None,
+            name if isinstance(name, str) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    time_ns: int
+    seq: int
+    doc: dict[str, Any]
+
+
+def _matching(fresh: list[Fresh], query: _Filters, lo: int, hi: int) -> list[_Hit]:
+    """The fresh records (not in the index yet) the query matches."""
+    hits = []
+    for seq, time_ns, level, doc in fresh:
+        if lo <= time_ns <= hi and (not query.levels or level in query.levels):
+            fields = _Fields.of(doc)
+            if query.accepts(fields):
+                hits.append(_Hit(time_ns, seq, fields.ecs))
+    return hits
+
+
+def _results(hits: list[tuple[tantivy.Searcher, tantivy.DocAddress]]) -> list[_Hit]:
+    columns: dict[int, tuple[int, int]] = {}  # position in hits -> (time_ns, seq)
+    # one read per column and searcher: each read opens the column
     for searcher in {id(s): s for s, _ in hits}.values():
         positions = [i for i, (s, _) in enumerate(hits) if s is searcher]
-        values = searcher.fast_field_values("seq", [hits[i][1] for i in positions])
-        seq_of.update((i, int(v or 0)) for i, v in zip(positions, values, strict=True))
-    out = []
-    for i, (searcher, address) in enumerate(hits):
-        doc: dict[str, Any] = orjson.loads(searcher.doc(address).get_first("doc") or b"{}")
-        doc["_seq"] = seq_of[i]
-        out.append(doc)
-    return out
+        addresses = [hits[i][1] for i in positions]
+        times = searcher.fast_field_values("time_ns", addresses)
+        seqs = searcher.fast_field_values("seq", addresses)
+        columns.update(
+            (i, (int(t or 0), int(q or 0))) for i, t, q in zip(positions, times, seqs, strict=True)
+        )
+    return [
+        _Hit(*columns[i], orjson.loads(searcher.doc(address).get_first("doc") or b"{}"))
+        for i, (searcher, address) in enumerate(hits)
+    ]
 
 
 def _max_seq(searcher: tantivy.Searcher) -> int:
