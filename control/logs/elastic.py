@@ -192,6 +192,11 @@ def _retry_after(headers: Any) -> float | None:
 
 
 DELIVERED, DUPLICATE, RETRY, DEAD = "delivered", "duplicate", "retry", "dead"
+# how much of the dead-letter file's end is read at start for the _ids in it,
+# and how many _ids are remembered: a replay re-sends at most what the spool's
+# last unpersisted acknowledgements covered
+DEAD_LETTER_TAIL_BYTES = 8 << 20
+DEAD_IDS_KEPT = 100_000
 
 
 def _outcome(result: dict[str, Any]) -> str:
@@ -205,6 +210,27 @@ def _outcome(result: dict[str, Any]) -> str:
     if status in RETRY_ITEM_STATUSES or status >= 500 or kind in RETRY_ITEM_TYPES:
         return RETRY
     return DEAD
+
+
+def _dead_letter_ids(path: str) -> dict[str, None]:
+    """The _ids of the last lines of the dead-letter file, oldest first (a dict
+    as an ordered set). A line cut by a crash, or unreadable, is skipped."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - DEAD_LETTER_TAIL_BYTES))
+            lines = f.read().split(b"\n")
+    except OSError:
+        return {}
+    if size > DEAD_LETTER_TAIL_BYTES:
+        lines = lines[1:]  # the first is likely cut by the seek
+    ids: dict[str, None] = {}
+    for line in lines:
+        try:
+            ids[orjson.loads(line)["_id"]] = None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            continue
+    return dict.fromkeys(list(ids)[-DEAD_IDS_KEPT:])
 
 
 class ElasticSink:
@@ -243,6 +269,11 @@ class ElasticSink:
         self._duplicates = 0
         self._retried_items = 0
         self._dead_lettered = 0
+        # _ids already in the dead-letter file: a replay after a crash (the
+        # spool cursor is persisted every fsync interval) sends again what was
+        # dead-lettered just before it, and gets the same refusal
+        self._dead_ids = _dead_letter_ids(dead_letter_path)
+        self._dead_replays = 0
         self._errors: Counter[str] = Counter()
         self._last_error = ""
         self._backoff_s = 0.0
@@ -335,6 +366,7 @@ class ElasticSink:
             "duplicates": self._duplicates,
             "retried_items": self._retried_items,
             "dead_lettered": self._dead_lettered,
+            "dead_letter_replays": self._dead_replays,
             "errors": dict(self._errors),
             "last_error": self._last_error,
             "backoff_s": self._backoff_s,
@@ -461,6 +493,9 @@ class ElasticSink:
     def _dead_letter(self, refused: list[tuple[Record, int, Any]]) -> str | None:
         """Append one JSON line per refused document and fsync; the problem
         when the file cannot be written (the documents then stay unsettled)."""
+        fresh = [r for r in refused if f"{self._id_prefix}{r[0][0]}" not in self._dead_ids]
+        self._dead_replays += len(refused) - len(fresh)
+        refused = fresh
         if not refused:
             return None
         lines = []
@@ -494,4 +529,8 @@ class ElasticSink:
         except OSError as e:
             return f"cannot write the dead-letter file {path!r}: {e.strerror}"
         self._dead_lettered += len(refused)
+        for (seq, *_), _status, _error in refused:
+            self._dead_ids[f"{self._id_prefix}{seq}"] = None
+        while len(self._dead_ids) > DEAD_IDS_KEPT:
+            del self._dead_ids[next(iter(self._dead_ids))]
         return None

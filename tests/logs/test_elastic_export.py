@@ -17,6 +17,7 @@ import pytest
 from bench.faultproxy import FaultProxy, make_test_ca
 from bench.jaeger import free_port
 from bench.opensearch import OpenSearch
+from control.logs import elastic
 from control.logs.elastic import ElasticConfigError, ElasticSettings, ElasticSink
 from control.logs.sink import Delivery, Record
 
@@ -210,6 +211,25 @@ def test_a_mapping_conflict_is_dead_lettered_and_the_rest_delivered_in_order(
     assert line["document"] == orjson.loads(records[3][3])
     assert sink.stats()["dead_lettered"] == 1 and sink.stats()["delivered"] == 9
     assert_once_in_order(opensearch, [1, 2, 3, 5, 6, 7, 8, 9, 10])
+
+
+def test_a_replay_after_a_crash_does_not_dead_letter_a_document_twice(
+    opensearch: OpenSearch, tmp_path: Path
+) -> None:
+    records = batch(1, 6)
+    records[2] = record(3, cycle="not-a-number")
+    first = make_sink(opensearch.url, tmp_path)
+    first.check()
+    drain(first, records)
+    # the agent dies before the spool persisted its acknowledgements: the next
+    # one sends the same records again and gets the same refusal
+    again = make_sink(opensearch.url, tmp_path)
+    drain(again, records)
+
+    assert [line["_id"] for line in dead_letters(tmp_path)] == [doc_id(3)]
+    stats = again.stats()
+    assert (stats["duplicates"], stats["dead_lettered"], stats["dead_letter_replays"]) == (5, 0, 1)
+    assert_once_in_order(opensearch, [1, 2, 4, 5, 6])
 
 
 def test_a_dead_letter_file_that_cannot_be_written_settles_nothing_past_it(
@@ -439,3 +459,17 @@ def test_an_index_prefix_the_server_refuses_fails_check_with_its_reason(
 ) -> None:
     message = one_line_error(make_sink(opensearch.url, tmp_path, index_prefix=prefix).check)
     assert prefix in message and says in message
+
+
+def test_dead_lettered_ids_are_read_back_past_a_torn_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "dead-letter.jsonl"
+    lines = [orjson.dumps({"_id": doc_id(seq), "seq": seq}) for seq in range(1, 200)]
+    path.write_bytes(b"\n".join(lines) + b'\n{"_id": "cut-by-a-cr')
+    assert list(elastic._dead_letter_ids(str(path))) == [doc_id(seq) for seq in range(1, 200)]
+    # only the file's end is read, and only the newest ids are kept
+    monkeypatch.setattr(elastic, "DEAD_LETTER_TAIL_BYTES", len(lines[0]) * 50)
+    monkeypatch.setattr(elastic, "DEAD_IDS_KEPT", 10)
+    assert list(elastic._dead_letter_ids(str(path))) == [doc_id(seq) for seq in range(190, 200)]
+    assert elastic._dead_letter_ids(str(tmp_path / "none.jsonl")) == {}
