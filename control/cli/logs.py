@@ -1,8 +1,11 @@
-"""`rtctl logs search|tail`: the node's logs (RT and agent) from its embedded store."""
+"""`rtctl logs search|tail`: the node's logs (RT and agent) from its embedded store,
+or with --all-nodes every cluster member's, merged by time."""
 
 from __future__ import annotations
 
 import argparse
+import calendar
+import datetime
 import json
 import time
 from typing import Any
@@ -11,16 +14,28 @@ from control.api import LOG_LEVELS
 from control.cli.common import (
     Formatter,
     Report,
+    UsageError,
     add_client_command,
     connect,
     int_in,
     since_ns,
 )
+from control.errors import ControlError
 
 NAME = "logs"
 HELP = "search the node's logs, or follow them"
 TAIL_POLL_S = 0.5
 WHEN_HELP = "an age (30s, 10m, 2h, 1d) or an ISO time (local time unless it has a zone)"
+ALL_NODES_HELP = (
+    "With --all-nodes, ask the target for its cluster's members (witnesses too) and "
+    "every member's agent at once, with the same filters and connection options, "
+    "--timeout each; merge the records by @timestamp and apply the limit after the "
+    "merge. A node that does not answer gets one line on stderr and the others' "
+    "records are printed all the same: the exit status is 0 when at least one node "
+    "answered, 1 when none did. On a node that is not part of a cluster, a note on "
+    'stderr says so and only that node is asked. --json adds "answered" (node ids) '
+    'and "not_answered" ([{node_id, listen, error}]).'
+)
 
 
 def add(commands: Any) -> None:
@@ -39,9 +54,10 @@ def add(commands: Any) -> None:
         "find log records, newest first",
         "Find log records, newest first: time, level, node, process[pid/thread], event "
         "and message, then the record's own fields. --json: one document with the ECS "
-        "records.",
+        f"records.\n\n{ALL_NODES_HELP}",
         "  rtctl logs search --event deadline_miss --since 10m\n"
-        "  rtctl logs search --level error overrun",
+        "  rtctl logs search --level error overrun\n"
+        "  rtctl logs search --all-nodes --since 5m --limit 50",
     )
     search.add_argument("text", nargs="*", metavar="TEXT", help="words the message must contain")
     _add_level(search)
@@ -61,14 +77,21 @@ def add(commands: Any) -> None:
         _tail,
         "the latest records, oldest first; -f follows",
         "Show the latest records in time order; with -f keep printing new ones as the "
-        "store gets them, until interrupted.",
-        "  rtctl logs tail -n 50 -f --level warn",
+        "store gets them, until interrupted. -f follows one node: it does not go with "
+        f"--all-nodes.\n\n{ALL_NODES_HELP}",
+        "  rtctl logs tail -n 50 -f --level warn\n  rtctl logs tail --all-nodes -n 50",
     )
     tail.add_argument(
         "-n", dest="limit", type=int_in(1, 1000), default=20, metavar="N", help="last N (20)"
     )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     _add_level(tail)
+    for cmd in (search, tail):
+        cmd.add_argument(
+            "--all-nodes",
+            action="store_true",
+            help="ask every member of the target's cluster and merge by time",
+        )
 
 
 def _add_level(cmd: argparse.ArgumentParser) -> None:
@@ -98,11 +121,20 @@ def _query(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _search(args: argparse.Namespace) -> Report:
+    if args.all_nodes:
+        return _search_all_nodes(args), render_logs
     with connect(args) as client:
         return client.search_logs(**_query(args)), render_logs
 
 
 def _tail(args: argparse.Namespace) -> Report:
+    if args.all_nodes:
+        if args.follow:
+            # each node's seqs count its own spool: following needs a cursor per
+            # node and per outage, which this command does not keep
+            raise UsageError("-f does not go with --all-nodes: follow one node (--target)")
+        doc = _search_all_nodes(args)
+        return {**doc, "logs": list(reversed(doc["logs"]))}, render_logs
     query = _query(args)
     with connect(args) as client:
         doc = client.search_logs(**query)
@@ -124,6 +156,56 @@ def _emit(records: list[dict[str, Any]], as_json: bool, last: int) -> int:
     return last
 
 
+def _search_all_nodes(args: argparse.Namespace) -> dict[str, Any]:
+    """The search on every member, merged newest first; unanswered members
+    are named on stderr (all of them, then the error, when none answered)."""
+    # loaded here: it brings grpc, which `rtctl --help` need not pay for
+    from control.cli.fanout import ask_every_member, report_unanswered
+
+    query = _query(args)
+    fanout = ask_every_member(args, lambda client: client.search_logs(**query))
+    report_unanswered(fanout)
+    answered = [(a, a.doc) for a in fanout.answers if a.doc is not None]
+    if not answered:
+        raise ControlError(f"none of the {len(fanout.answers)} nodes answered")
+    return {
+        "node_id": next((doc.get("node_id") for a, doc in answered if a.is_target), None),
+        "logs": merge_newest_first([doc.get("logs") or [] for _, doc in answered], args.limit),
+        "answered": [doc.get("node_id") or a.node_id for a, doc in answered],
+        "not_answered": [
+            {"node_id": a.node_id, "listen": a.address, "error": a.error}
+            for a in fanout.answers
+            if a.doc is None
+        ],
+    }
+
+
+def merge_newest_first(per_node: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` records of all nodes' answers (each of them the
+    node's newest `limit`, so none of the overall newest is missing)."""
+    merged = sorted(
+        (rec for records in per_node for rec in records), key=timestamp_ns, reverse=True
+    )
+    return merged[:limit]
+
+
+def timestamp_ns(rec: dict[str, Any]) -> int:
+    """The record's @timestamp in unix ns: ISO 8601 in UTC with up to nine
+    fractional digits, as control.logs.ecs writes it. A record without a
+    readable one sorts as the oldest."""
+    text = str(rec.get("@timestamp", ""))
+    whole, _, fraction = text.removesuffix("Z").partition(".")
+    digits = fraction[:9]
+    if digits and not digits.isdigit():
+        return 0
+    try:
+        when = datetime.datetime.fromisoformat(whole)
+    except ValueError:
+        return 0
+    seconds = calendar.timegm(when.utctimetuple())
+    return seconds * 10**9 + int(digits.ljust(9, "0"))
+
+
 def render_logs(doc: dict[str, Any]) -> str:
     if not doc["logs"]:
         return "no log records match"
@@ -134,6 +216,8 @@ def render_line(rec: dict[str, Any]) -> str:
     """time level node process[pid/tid] event: message  field=value ..."""
     process = rec.get("process", {})
     rtcore = rec.get("rtcore", {})
+    # the ECS field, which --node matches; merged output from several nodes needs it
+    node = rec.get("service", {}).get("node", {}).get("name") or rtcore.get("node")
     thread = process.get("thread", {}).get("id", "?")
     where = f"{process.get('name', '?')}[{process.get('pid', '?')}/{thread}]"
     action = rec.get("event", {}).get("action")
@@ -145,7 +229,7 @@ def render_line(rec: dict[str, Any]) -> str:
     extra = "  " + " ".join(f"{k}={_value(v)}" for k, v in fields.items()) if fields else ""
     return (
         f"{rec.get('@timestamp', '?')} {rec.get('log', {}).get('level', '?'):<8} "
-        f"{rtcore.get('node', '?')} {where} {action + ': ' if action else ''}"
+        f"{node or '?'} {where} {action + ': ' if action else ''}"
         f"{rec.get('message', '')}{extra}"
     )
 
