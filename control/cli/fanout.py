@@ -70,9 +70,16 @@ def ask_every_member(args: argparse.Namespace, ask: Question) -> Fanout:
         )
         for m in view.get("members") or []
     ]
-    with ThreadPoolExecutor(max_workers=max(len(answers), 1)) as pool:
-        done = list(pool.map(lambda a: _ask(args, a, ask), answers))
-    return Fanout(done, clustered=True)
+    return Fanout(ask_each(args, answers, lambda _: ask), clustered=True)
+
+
+def ask_each(
+    args: argparse.Namespace, members: list[Answer], question: Callable[[Answer], Question]
+) -> list[Answer]:
+    """Each member its own question, all at once; new Answers, in order."""
+    asked = [Answer(m.node_id, m.address, m.witness, m.is_target) for m in members]
+    with ThreadPoolExecutor(max_workers=max(len(asked), 1)) as pool:
+        return list(pool.map(lambda a: _ask(args, a, question(a)), asked))
 
 
 def _ask(args: argparse.Namespace, answer: Answer, ask: Question) -> Answer:
@@ -97,15 +104,15 @@ def report_unanswered(fanout: Fanout) -> None:
     """On stderr: one line per member that did not answer, then how many did;
     or that the target is not part of a cluster. Nothing when all answered."""
     if not fanout.clustered:
-        _warn(f"{fanout.answers[0].address} is not part of a cluster: asked it alone")
+        warn(f"{fanout.answers[0].address} is not part of a cluster: asked it alone")
         return
     missing = [a for a in fanout.answers if a.doc is None]
     for a in missing:
-        _warn(f"node {a.node_id or '?'} ({a.address or 'no address'}) did not answer: {a.error}")
+        warn(f"node {a.node_id or '?'} ({a.address or 'no address'}) did not answer: {a.error}")
     if missing:
         total = len(fanout.answers)
-        _warn(f"{total - len(missing)} of {total} nodes answered")
+        warn(f"{total - len(missing)} of {total} nodes answered")
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     print(f"rtctl: warning: {message}", file=sys.stderr, flush=True)

@@ -8,13 +8,13 @@ import calendar
 import datetime
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from control.api import LOG_LEVELS
 from control.cli.common import (
     Formatter,
     Report,
-    UsageError,
     add_client_command,
     connect,
     int_in,
@@ -77,9 +77,10 @@ def add(commands: Any) -> None:
         _tail,
         "the latest records, oldest first; -f follows",
         "Show the latest records in time order; with -f keep printing new ones as the "
-        "store gets them, until interrupted. -f follows one node: it does not go with "
-        f"--all-nodes.\n\n{ALL_NODES_HELP}",
-        "  rtctl logs tail -n 50 -f --level warn\n  rtctl logs tail --all-nodes -n 50",
+        "store gets them, until interrupted. With --all-nodes, -f follows every member: "
+        "each poll's new records are merged by time, and a member that stops or starts "
+        f"answering again is said once on stderr.\n\n{ALL_NODES_HELP}",
+        "  rtctl logs tail -n 50 -f --level warn\n  rtctl logs tail --all-nodes -f -n 50",
     )
     tail.add_argument(
         "-n", dest="limit", type=int_in(1, 1000), default=20, metavar="N", help="last N (20)"
@@ -130,9 +131,7 @@ def _search(args: argparse.Namespace) -> Report:
 def _tail(args: argparse.Namespace) -> Report:
     if args.all_nodes:
         if args.follow:
-            # each node's seqs count its own spool: following needs a cursor per
-            # node and per outage, which this command does not keep
-            raise UsageError("-f does not go with --all-nodes: follow one node (--target)")
+            _follow_all_nodes(args)
         doc = _search_all_nodes(args)
         return {**doc, "logs": list(reversed(doc["logs"]))}, render_logs
     query = _query(args)
@@ -178,6 +177,54 @@ def _search_all_nodes(args: argparse.Namespace) -> dict[str, Any]:
             if a.doc is None
         ],
     }
+
+
+def _follow_all_nodes(args: argparse.Namespace) -> NoReturn:
+    """The last N records of every member merged, then each poll's new ones,
+    merged by time. A node's seqs number its own spool: each member has its
+    own cursor. A member that stops answering is said once, and again when
+    it answers; one that never answered yet starts from its newest N."""
+    from control.cli.fanout import Answer, ask_each, ask_every_member, report_unanswered, warn
+
+    query = _query(args)
+    fanout = ask_every_member(args, lambda client: client.search_logs(**query))
+    report_unanswered(fanout)
+    members = fanout.answers
+    cursor: dict[str, int | None] = {a.address: None for a in members}  # None: not heard yet
+    answering = {a.address: a.doc is not None for a in members}
+    newest = [_advance(cursor, a) for a in members if a.doc is not None]
+    _emit(list(reversed(merge_newest_first(newest, args.limit))), args.json, 0)
+    del query["limit"]
+
+    def question(a: Answer) -> Callable[[Any], dict[str, Any]]:
+        seq = cursor[a.address]
+        if seq is None:
+            return lambda client: client.search_logs(**query, limit=args.limit)
+        return lambda client: client.search_logs(**query, after_seq=seq, limit=1000)
+
+    while True:
+        time.sleep(TAIL_POLL_S)
+        new: list[dict[str, Any]] = []
+        for a in ask_each(args, members, question):
+            name = f"node {a.node_id or '?'} ({a.address})"
+            if a.doc is None:
+                if answering[a.address]:
+                    warn(f"{name} stopped answering: {a.error}")
+                answering[a.address] = False
+                continue
+            if not answering[a.address]:
+                warn(f"{name} answers again")
+                answering[a.address] = True
+            new += _advance(cursor, a)
+        _emit(sorted(new, key=timestamp_ns), args.json, 0)
+
+
+def _advance(cursor: dict[str, int | None], answer: Any) -> list[dict[str, Any]]:
+    """The member's records; its cursor moved to the highest seq among them."""
+    records: list[dict[str, Any]] = answer.doc.get("logs") or []
+    seqs = [int(r.get("_seq", 0)) for r in records]
+    cursor[answer.address] = max([*seqs, cursor[answer.address] or 0])
+    return records
 
 
 def merge_newest_first(per_node: list[list[dict[str, Any]]], limit: int) -> list[dict[str, Any]]:

@@ -5,6 +5,10 @@ records."""
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +49,15 @@ class NodeAgent(FakeAgent):
 
     def search_logs(self, query: dict[str, Any]) -> dict[str, Any]:
         self._enter("search_logs", query)
-        return {"node_id": self.node_id, "logs": self.records[: query["limit"]]}
+        after = query.get("after_seq")
+        if after is None:
+            return {"node_id": self.node_id, "logs": self.records[: query["limit"]]}
+        newer = sorted((r for r in self.records if r["_seq"] > after), key=lambda r: r["_seq"])
+        return {"node_id": self.node_id, "logs": newer[: query["limit"]]}
+
+    def log(self, stamp: str) -> None:
+        """A new record, as the node's store would get it."""
+        self.records.insert(0, record(self.node_id, stamp, len(self.records) + 1))
 
 
 # interleaved in time, and apart only in the nanoseconds where it matters
@@ -141,6 +153,70 @@ def test_tail_prints_the_last_merged_oldest_first(cluster):
     assert [r["message"] for r in logs] == ["n2 record 2", "n1 record 2", "n2 record 3"]
 
 
+def lines_of(stream: Any) -> queue.Queue[str]:
+    """The stream's lines as they come (a thread reads them: select() on a
+    buffered text stream misses lines already in its buffer)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(x.rstrip("\n")) for x in stream], daemon=True
+    ).start()
+    return lines
+
+
+def read_line(lines: queue.Queue[str], what: str, timeout: float = 15) -> str:
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no {what} line in {timeout} s") from None
+
+
+def test_tail_follow_merges_every_nodes_new_records_and_says_who_stops(cluster):
+    n1, at1, n2, at2, at3 = cluster
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "control.cli", "logs", "tail", "-f", "--all-nodes", "--json"]
+        + ["-n", "2", "--target", at1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = lines_of(follow.stdout), lines_of(follow.stderr)
+    try:
+
+        def messages(n: int) -> list[str]:
+            return [json.loads(read_line(out, "record"))["message"] for _ in range(n)]
+
+        assert messages(2) == ["n1 record 2", "n2 record 3"]
+        assert read_line(err, "warning").startswith(f"rtctl: warning: node n3 ({at3})")
+        assert read_line(err, "warning") == "rtctl: warning: 2 of 3 nodes answered"
+        # new records on both nodes: each printed once, nothing older again
+        # (each node has its own cursor); within a poll they are merged by
+        # time, and a poll may come between two of these lines
+        n2.log("2026-05-01T12:00:06.000000000Z")
+        n1.log("2026-05-01T12:00:05.000000000Z")
+        n1.log("2026-05-01T12:00:07.000000000Z")
+        got = messages(3)
+        assert sorted(got) == ["n1 record 3", "n1 record 4", "n2 record 4"]
+        assert got.index("n1 record 3") < got.index("n1 record 4")
+        assert searched(n1)[0].get("after_seq") is None  # the first: the last N
+        assert {q.get("after_seq") for q in searched(n1)[1:]} <= {2, 3, 4}
+        # n2 fails: said once, the rest still follows; said again when it is back
+        n2.fail["search_logs"] = FailedPrecondition("the store is closing")
+        assert read_line(err, "warning") == (
+            f"rtctl: warning: node n2 ({at2}) stopped answering: the store is closing"
+        )
+        n1.log("2026-05-01T12:00:08.000000000Z")
+        assert messages(1) == ["n1 record 5"]
+        n2.log("2026-05-01T12:00:09.000000000Z")
+        del n2.fail["search_logs"]
+        assert read_line(err, "warning") == f"rtctl: warning: node n2 ({at2}) answers again"
+        assert messages(1) == ["n2 record 5"]
+    finally:
+        follow.terminate()
+        follow.wait(10)
+        follow.stdout.close()  # type: ignore[union-attr]
+        follow.stderr.close()  # type: ignore[union-attr]
+
+
 def test_a_lone_node_is_asked_alone_with_a_note(cluster):
     n1, at1, n2, _, _ = cluster
     n1.fail["cluster_status"] = FailedPrecondition("this node runs alone")
@@ -173,7 +249,6 @@ def test_no_node_answering_is_an_error_after_naming_each(cluster):
     "argv, words",
     [
         (("search", "--trace", "xyz"), ("trace_id",)),
-        (("tail", "-f"), ("-f", "--all-nodes")),
         (("search", "--limit", "0"), ("--limit",)),
         (("search", "--since", "yesterday"), ("--since",)),
     ],
