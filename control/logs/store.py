@@ -8,12 +8,7 @@ trace.id, service.node.name, the message's words) and keeps its ECS document
 as stored bytes, the only stored field: filters never read documents, and a
 hit costs one read.
 
-Filters are MUST clauses of one boolean query, so tantivy intersects posting
-lists and a common word with a rare level and a rare event costs what the
-rare terms cost. Newest first means top-k by the time fast field, whose cost
-grows with the matches: when a query matches many records of a day, the day
-is searched in time windows from the newest back, the first sized from the
-terms' document frequencies to hold a few times `limit`.
+How a record is indexed and a query answered: control/logs/query.py.
 
 deliver() commits every index it touched before it returns, and only then
 is the batch acknowledged. Delivery is at-least-once: a day ignores records
@@ -35,7 +30,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +39,22 @@ import tantivy
 from loguru import logger
 
 from control.errors import InvalidArgument
-from control.logs.fresh import Fresh, FreshRecords
+from control.logs.fresh import FreshRecords
+from control.logs.query import (
+    DAY_NS,
+    SCHEMA,
+    WORDS,
+    Fields,
+    Filters,
+    count,
+    matching,
+    max_seq,
+    range_query,
+    results,
+    windows,
+)
 from control.logs.sink import Delivery, Record
 
-DAY_NS = 86_400 * 1_000_000_000
 DIR_PREFIX = "logs-"
 LEVELS = (10, 20, 30, 40, 50)
 WRITER_HEAP_BYTES = 64 << 20
@@ -55,38 +62,11 @@ MAX_WRITERS = 2  # today's, and one for late records of another day
 WRITER_IDLE_S = 60.0
 LOW_WATER = 0.9  # size retention removes down to this share of max_bytes
 BACKOFF_S = (0.1, 30.0)  # first and longest wait after a failed delivery
-# windowed search: used when a day may hold more matches than this
-WINDOW_ABOVE = 20_000
-WINDOW_TARGET = 4  # the first window is sized to hold this many times what is still needed
-WINDOW_GROWTH = 8
-MIN_WINDOW_NS = 1_000_000_000
 CUTOFF_NS = 1_000_000  # size retention's cutoff time resolution
 
 
 class StoreError(OSError):
     """The store directory cannot be used; the message says why."""
-
-
-def _schema() -> tantivy.Schema:
-    sb = tantivy.SchemaBuilder()
-    sb.add_integer_field("time_ns", fast=True)  # ranges and order come from the column
-    sb.add_integer_field("seq", fast=True)
-    sb.add_integer_field("level", indexed=True)  # level_min: a union of at most 5 posting lists
-    for name in ("event", "trace", "node"):
-        sb.add_text_field(name, tokenizer_name="raw", index_option="basic")
-    sb.add_text_field("message", index_option="basic")  # words must match, no phrases
-    sb.add_bytes_field("doc", stored=True)
-    return sb.build()
-
-
-SCHEMA = _schema()
-# tantivy's "default" tokenizer, which indexes message: the query's words go through it too
-_WORDS = (
-    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-    .filter(tantivy.Filter.remove_long(40))
-    .filter(tantivy.Filter.lowercase())
-    .build()
-)
 
 
 def day_dir_name(day: int) -> str:
@@ -211,12 +191,12 @@ class LogStore:
                     self._commit(*pending.pop(old.number))
                 _close_writer(old)
             day.writer = day.index.writer(WRITER_HEAP_BYTES, 2)
-            day.max_seq = _max_seq(day.index.searcher())
+            day.max_seq = max_seq(day.index.searcher())
             self.last_seq = max(self.last_seq, day.max_seq)
         return day.writer
 
     def _document(self, seq: int, time_ns: int, level: int, doc: bytes) -> tantivy.Document:
-        f = _Fields.of(doc)
+        f = Fields.of(doc)
         if f.malformed:
             self.counts["malformed"] += 1
         d = tantivy.Document()
@@ -339,12 +319,12 @@ class LogStore:
         lo, hi = day.number * DAY_NS, (day.number + 1) * DAY_NS
         while hi - lo > CUTOFF_NS:
             mid = (lo + hi) // 2
-            if _count(searcher, _range("time_ns", None, mid - 1)) < wanted:
+            if count(searcher, range_query("time_ns", None, mid - 1)) < wanted:
                 lo = mid
             else:
                 hi = mid
-        older = _range("time_ns", None, hi - 1)
-        deleted = _count(searcher, older)
+        older = range_query("time_ns", None, hi - 1)
+        deleted = count(searcher, older)
         writer = self._writer(day, {})
         writer.delete_documents_by_query(older)
         writer.commit()
@@ -379,7 +359,7 @@ class LogStore:
             raise InvalidArgument("since", "is after until")
         terms = [(f, v) for f, v in (("event", event), ("trace", trace_id), ("node", node)) if v]
         if text is not None:
-            words = sorted(set(_WORDS.analyze(text)))
+            words = sorted(set(WORDS.analyze(text)))
             if not words:
                 return []
             terms += [("message", w) for w in words]
@@ -393,14 +373,14 @@ class LogStore:
         settled = self.settled_seq
         fresh = self.fresh.above(settled if after_seq is None else max(settled, after_seq))
         days = [d for n, d in sorted(self._days.items()) if lo // DAY_NS <= n <= hi // DAY_NS]
-        query = _Filters(terms, levels if len(levels) < len(LEVELS) else [])
+        query = Filters(terms, levels if len(levels) < len(LEVELS) else [])
         if after_seq is not None:
-            hits = _results(self._after(days, query, lo, hi, after_seq, limit))
-            hits += _matching(fresh, query, lo, hi)
+            hits = results(self._after(days, query, lo, hi, after_seq, limit))
+            hits += matching(fresh, query, lo, hi)
             hits.sort(key=lambda hit: hit.seq)
         else:
-            hits = _results(self._newest(days, query, lo, hi, limit))
-            hits += _matching(fresh, query, lo, hi)
+            hits = results(self._newest(days, query, lo, hi, limit))
+            hits += matching(fresh, query, lo, hi)
             hits.sort(key=lambda hit: (hit.time_ns, hit.seq), reverse=True)
         out = []
         seen: set[int] = set()
@@ -413,7 +393,7 @@ class LogStore:
         return out
 
     def _newest(
-        self, days: list[_Day], query: _Filters, lo: int, hi: int, limit: int
+        self, days: list[_Day], query: Filters, lo: int, hi: int, limit: int
     ) -> list[tuple[tantivy.Searcher, tantivy.DocAddress]]:
         found: list[tuple[tantivy.Searcher, tantivy.DocAddress]] = []
         for day in reversed(days):
@@ -421,9 +401,9 @@ class LogStore:
             start = max(lo, day.number * DAY_NS)
             end = min(hi, (day.number + 1) * DAY_NS - 1)
             matches = query.most_matches(searcher)
-            for window_lo, window_hi in _windows(matches, start, end, limit - len(found)):
+            for window_lo, window_hi in windows(matches, start, end, limit - len(found)):
                 hits = searcher.search(
-                    query.build(_range("time_ns", window_lo, window_hi)),
+                    query.build(range_query("time_ns", window_lo, window_hi)),
                     limit - len(found),
                     count=False,
                     order_by_field="time_ns",
@@ -435,14 +415,16 @@ class LogStore:
         return found
 
     def _after(
-        self, days: list[_Day], query: _Filters, lo: int, hi: int, after_seq: int, limit: int
+        self, days: list[_Day], query: Filters, lo: int, hi: int, after_seq: int, limit: int
     ) -> list[tuple[tantivy.Searcher, tantivy.DocAddress]]:
         # a late record lands in an older day with a higher seq: every day can hold some
         found: list[tuple[int, tantivy.Searcher, tantivy.DocAddress]] = []
         for day in days:
             searcher = day.index.searcher()
             hits = searcher.search(
-                query.build(_range("time_ns", lo, hi), _range("seq", after_seq + 1, None)),
+                query.build(
+                    range_query("time_ns", lo, hi), range_query("seq", after_seq + 1, None)
+                ),
                 limit,
                 count=False,
                 order_by_field="seq",
@@ -472,154 +454,6 @@ class LogStore:
         with self._write:
             for day in self._days.values():
                 _close_writer(day)
-
-
-@dataclass(frozen=True)
-class _Filters:
-    terms: list[tuple[str, str]]  # (field, exact term): all must match
-    levels: list[int]  # any of them must match; empty: every level
-
-    def build(self, *ranges: tantivy.Query) -> tantivy.Query:
-        clauses = [
-            tantivy.Query.term_query(SCHEMA, f, v, index_option="basic") for f, v in self.terms
-        ]
-        if self.levels:
-            clauses.append(tantivy.Query.term_set_query(SCHEMA, "level", self.levels))
-        clauses += ranges
-        return tantivy.Query.boolean_query([(tantivy.Occur.Must, q) for q in clauses])
-
-    def accepts(self, fields: _Fields) -> bool:
-        """Whether the terms match a record not yet in the index, as the index
-        would match them (the message's words through the same analyzer)."""
-        words: set[str] | None = None
-        for name, value in self.terms:
-            if name == "message":
-                if words is None:
-                    words = set(_WORDS.analyze(fields.message)) if fields.message else set()
-                if value not in words:
-                    return False
-            elif getattr(fields, name) != value:
-                return False
-        return True
-
-    def most_matches(self, searcher: tantivy.Searcher) -> int:
-        """An upper bound on the day's matches, from document frequencies."""
-        bound = searcher.num_docs
-        for f, v in self.terms:
-            bound = min(bound, searcher.doc_freq(f, v))
-        if self.levels:
-            bound = min(bound, sum(searcher.doc_freq("level", lv) for lv in self.levels))
-        return bound
-
-
-def _windows(matches: int, start: int, end: int, wanted: int) -> Iterator[tuple[int, int]]:
-    """[lo, hi] windows covering [start, end] from the newest back, growing,
-    for a day with at most `matches` matches: small enough that top-k by
-    time does not walk every match of a busy day."""
-    if start > end:
-        return
-    if matches <= WINDOW_ABOVE:
-        yield start, end
-        return
-    width = max(MIN_WINDOW_NS, DAY_NS * WINDOW_TARGET * wanted // matches)
-    hi = end
-    while hi >= start:
-        lo = max(start, hi - width + 1)
-        yield lo, hi
-        hi = lo - 1
-        width *= WINDOW_GROWTH
-
-
-def _range(name: str, lo: int | None, hi: int | None) -> tantivy.Query:
-    return tantivy.Query.range_query(SCHEMA, name, tantivy.FieldType.Integer, lo, hi)
-
-
-def _count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
-    return int(searcher.search(query, 1).count)  # type: ignore[attr-defined]  # not in the stub
-
-
-@dataclass(frozen=True, slots=True)
-class _Fields:
-    """What the index keeps of a record: its document (a malformed one made a
-    document search can return) and the fields queries filter on."""
-
-    doc: bytes
-    ecs: dict[str, Any]
-    malformed: bool
-    message: str | None
-    event: str | None
-    trace: str | None
-    node: str | None
-
-    @classmethod
-    def of(cls, doc: bytes) -> _Fields:
-        try:
-            ecs = orjson.loads(doc)
-        except orjson.JSONDecodeError:
-            ecs = None
-        malformed = not isinstance(ecs, dict)
-        if malformed:
-            # kept searchable by its text, stored as a document search can return
-            ecs = {"message": doc.decode(errors="replace"), "rtcore": {"malformed": "not JSON"}}
-            doc = orjson.dumps(ecs)
-        # spelled out rather than looped: this runs for every record
-        message = ecs.get("message")
-        event = ecs.get("event")
-        action = event.get("action") if isinstance(event, dict) else None
-        trace = ecs.get("trace")
-        trace_id = trace.get("id") if isinstance(trace, dict) else None
-        service = ecs.get("service")
-        node = service.get("node") if isinstance(service, dict) else None
-        name = node.get("name") if isinstance(node, dict) else None
-        return cls(
-            doc,
-            ecs,
-            malformed,
-            message if isinstance(message, str) else None,
-            action if isinstance(action, str) else None,
-            trace_id if isinstance(trace_id, str) else None,
-            name if isinstance(name, str) else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Hit:
-    time_ns: int
-    seq: int
-    doc: dict[str, Any]
-
-
-def _matching(fresh: list[Fresh], query: _Filters, lo: int, hi: int) -> list[_Hit]:
-    """The fresh records (not in the index yet) the query matches."""
-    hits = []
-    for seq, time_ns, level, doc in fresh:
-        if lo <= time_ns <= hi and (not query.levels or level in query.levels):
-            fields = _Fields.of(doc)
-            if query.accepts(fields):
-                hits.append(_Hit(time_ns, seq, fields.ecs))
-    return hits
-
-
-def _results(hits: list[tuple[tantivy.Searcher, tantivy.DocAddress]]) -> list[_Hit]:
-    columns: dict[int, tuple[int, int]] = {}  # position in hits -> (time_ns, seq)
-    # one read per column and searcher: each read opens the column
-    for searcher in {id(s): s for s, _ in hits}.values():
-        positions = [i for i, (s, _) in enumerate(hits) if s is searcher]
-        addresses = [hits[i][1] for i in positions]
-        times = searcher.fast_field_values("time_ns", addresses)
-        seqs = searcher.fast_field_values("seq", addresses)
-        columns.update(
-            (i, (int(t or 0), int(q or 0))) for i, t, q in zip(positions, times, seqs, strict=True)
-        )
-    return [
-        _Hit(*columns[i], orjson.loads(searcher.doc(address).get_first("doc") or b"{}"))
-        for i, (searcher, address) in enumerate(hits)
-    ]
-
-
-def _max_seq(searcher: tantivy.Searcher) -> int:
-    hits = searcher.search(tantivy.Query.all_query(), 1, count=False, order_by_field="seq").hits
-    return int(hits[0][0]) if hits else -1
 
 
 def _close_writer(day: _Day, rollback: bool = False) -> None:

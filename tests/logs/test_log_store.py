@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from control.errors import InvalidArgument
+from control.logs import query
 from control.logs import store as store_mod
 from control.logs.sink import Delivery, Record
 from control.logs.store import DAY_NS, LogStore, StoreError
@@ -193,8 +194,8 @@ def test_busy_day_searched_in_windows_matches_a_full_sort(
     store: LogStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a day with more matches than WINDOW_ABOVE is searched in windows from its end back
-    monkeypatch.setattr(store_mod, "WINDOW_ABOVE", 10)
-    monkeypatch.setattr(store_mod, "WINDOW_TARGET", 1)
+    monkeypatch.setattr(query, "WINDOW_ABOVE", 10)
+    monkeypatch.setattr(query, "WINDOW_TARGET", 1)
     n = 2000
     step = DAY_NS // n
     batch = [
@@ -234,13 +235,13 @@ def test_busy_day_searched_in_windows_matches_a_full_sort(
 def test_windows_tile_the_range_from_the_newest_back(
     matches: int, wanted: int, start: int, end: int
 ) -> None:
-    windows = list(store_mod._windows(matches, start, end, wanted))
+    windows = list(query.windows(matches, start, end, wanted))
     assert windows[0][1] == end and windows[-1][0] == start
     for (lo, hi), (older_lo, older_hi) in zip(windows, windows[1:], strict=False):
         assert older_hi == lo - 1  # no gap, no overlap
         assert older_hi - older_lo > hi - lo or older_lo == start  # growing
     assert all(lo <= hi for lo, hi in windows)
-    assert list(store_mod._windows(matches, end + 1, end, wanted)) == []
+    assert list(query.windows(matches, end + 1, end, wanted)) == []
 
 
 def test_replayed_batch_is_not_stored_twice(store: LogStore) -> None:
