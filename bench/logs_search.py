@@ -40,7 +40,8 @@ import urllib3
 
 from bench import opensearch
 from control.logs.ecs import ECS_VERSION
-from control.logs.elastic import ElasticSettings, ElasticSink
+from control.logs.elastic import ElasticSink
+from control.logs.elastic_settings import ElasticSettings
 from control.logs.sink import Record
 from control.logs.store import DAY_NS, LogStore
 

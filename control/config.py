@@ -124,7 +124,7 @@ class AgentConfig:
                 label("auth"), "'all' needs a bearer token: give token_file (--token-file)"
             )
         if self.es_url:
-            from control.logs.elastic import ElasticConfigError, ElasticSettings
+            from control.logs.elastic_settings import ElasticConfigError, ElasticSettings
 
             try:  # the exporter's own check of the combination (a key and a password, ...)
                 ElasticSettings.from_url(

@@ -37,7 +37,8 @@ def open_store(cfg: AgentConfig) -> LogStore | None:
 def open_elastic(cfg: AgentConfig, spool_id: str) -> Sink | None:
     if not cfg.es_url:
         return None
-    from control.logs.elastic import ElasticConfigError, ElasticSettings, ElasticSink
+    from control.logs.elastic import ElasticSink
+    from control.logs.elastic_settings import ElasticConfigError, ElasticSettings
 
     options: dict[str, str] = {}
     if cfg.es_api_key_file:

@@ -3,10 +3,10 @@ it, so a sink that was away (server down, agent killed) resumes from its own
 acknowledged cursor, in order, with nothing lost.
 
 The directory holds:
-- `seg-<first seq>.log`: append-only segments of framed records. A frame is
-  magic, CRC-32 of the rest of the frame, doc length, seq, time_ns, level,
-  doc. A segment ends once it exceeds segment_bytes, and every open starts a
-  new one, so a restart's gap in seqs never falls inside a segment.
+- `seg-<first seq>.log`: append-only segments of framed records (a CRC per
+  record; control/logs/frames.py). A segment ends once it exceeds
+  segment_bytes, and every open starts a new one, so a restart's gap in seqs
+  never falls inside a segment.
 - `cursor-<sink>`: the seq up to which that sink settled everything.
 - `seq-reserved`: seqs below it may have been handed out. It is extended
   ahead of use and fsynced before use, so even a power cut that loses
@@ -40,7 +40,6 @@ import errno
 import os
 import re
 import secrets
-import struct
 import threading
 import time
 import zlib
@@ -48,13 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# stored as f5 9c 7e a1: 0xF5 never occurs in UTF-8, so a JSON doc cannot fake a frame start
-MAGIC = 0xA17E9CF5
-_MAGIC_BYTES = struct.pack("<I", MAGIC)
-_PRE = struct.Struct("<II")  # magic, CRC-32 of the rest of the frame
-_BODY = struct.Struct("<IQqI")  # doc length, seq, time_ns, level
-_FRAME = struct.Struct("<IIIQqI")  # _PRE then _BODY
-HDR = _FRAME.size
+from control.logs.frames import FRAME, HDR, MAGIC, encode, frame_end, resync
+
 WARN = 30
 LEVEL_NAMES = {10: "DEBUG", 20: "INFO", 30: "WARN", 40: "ERROR", 50: "CRITICAL"}
 RESERVE = 1 << 20  # seqs reserved per write of seq-reserved; sync() renews at half
@@ -226,9 +220,9 @@ class Spool:
         seg = _Segment(first, path, last=first - 1)
         off = 0
         while off < len(data):
-            end = _frame_end(mv, off, after)
+            end = frame_end(mv, off, after)
             if end < 0:
-                good = _resync(data, mv, off, after)
+                good = resync(data, mv, off, after)
                 if good < 0:
                     self._torn += 1
                     os.truncate(path, off)
@@ -237,7 +231,7 @@ class Spool:
                 seg.holes[off] = good
                 off = good
                 continue
-            seg.last = after = _FRAME.unpack_from(mv, off)[3]
+            seg.last = after = FRAME.unpack_from(mv, off)[3]
             if not seg.index_off or off - seg.index_off[-1] >= INDEX_EVERY:
                 seg.index_seq.append(seg.last)
                 seg.index_off.append(off)
@@ -281,7 +275,7 @@ class Spool:
         return self._segs[-1]
 
     def _encode(self, records: Sequence[tuple[int, int, bytes]]) -> list[tuple[bytes, int]]:
-        return _encode(
+        return encode(
             records, self._next_seq, self.segment_bytes - self._active.size, self.segment_bytes
         )
 
@@ -324,7 +318,7 @@ class Spool:
                     os.ftruncate(self._active.fd, self._active.size)
                 except OSError:
                     # what the write left past the end stays: its seqs must never come back,
-                    # so that on open they read as a stale tail (see _frame_end)
+                    # so that on open they read as a stale tail (see frames.frame_end)
                     with self._lock:
                         self._next_seq += n
                 self._failed(e, records[kept:])
@@ -490,7 +484,7 @@ class Spool:
                 c.fd, c.fd_seg = -1, None
             c.fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
             c.fd_seg = seg
-        crc32, unpack = zlib.crc32, _FRAME.unpack_from
+        crc32, unpack = zlib.crc32, FRAME.unpack_from
         want = c.seq
         while c.off < end and len(out) < max_records and budget > 0:
             data = os.pread(c.fd, min(end - c.off, budget + HDR), c.off)
@@ -691,55 +685,6 @@ def _check_args(
         raise ValueError(f"fsync interval must not be negative: {fsync_interval_s}")
     if not 0 <= reserve_fraction < 1:
         raise ValueError(f"reserve fraction must be in [0, 1): {reserve_fraction}")
-
-
-def _encode(
-    records: Sequence[tuple[int, int, bytes]], seq: int, room: int, segment_bytes: int
-) -> list[tuple[bytes, int]]:
-    """Frames records numbered from seq: one (bytes, count) chunk per segment,
-    the first filling `room` of the active one, the next ones fresh segments."""
-    chunks = []
-    parts: list[bytes] = []
-    add = parts.extend
-    pre, body, crc32 = _PRE.pack, _BODY.pack, zlib.crc32
-    used = 0
-    for t, level, doc in records:
-        head = body(len(doc), seq, t, level)
-        add((pre(MAGIC, crc32(doc, crc32(head))), head, doc))
-        seq += 1
-        used += HDR + len(doc)
-        if used >= room:
-            chunks.append((b"".join(parts), len(parts) // 3))
-            parts.clear()
-            used, room = 0, segment_bytes
-    if parts:
-        chunks.append((b"".join(parts), len(parts) // 3))
-    return chunks
-
-
-def _frame_end(mv: memoryview, off: int, after: int) -> int:
-    """End of the frame at off when it checks out and its seq is past `after`, else -1.
-    (Frames a failed write left beyond the segment's end carry seqs never used since.)"""
-    if off + HDR > len(mv):
-        return -1
-    magic, crc, n, seq = _FRAME.unpack_from(mv, off)[:4]
-    end = off + HDR + n
-    if magic != MAGIC or end > len(mv) or seq <= after or zlib.crc32(mv[off + 8 : end]) != crc:
-        return -1
-    return end
-
-
-def _resync(data: bytes, mv: memoryview, off: int, after: int) -> int:
-    """Offset of the next good frame after a bad one at off, else -1 (a bad tail)."""
-    n = _FRAME.unpack_from(mv, off)[2] if off + HDR <= len(mv) else 0
-    if off + HDR + n < len(mv) and _frame_end(mv, off + HDR + n, after) > 0:
-        return off + HDR + n  # only the doc or the CRC is damaged
-    at = data.find(_MAGIC_BYTES, off + 1)
-    while at >= 0:
-        if _frame_end(mv, at, after) > 0:
-            return at
-        at = data.find(_MAGIC_BYTES, at + 1)
-    return -1
 
 
 def _pwrite_all(fd: int, data: bytes, off: int) -> None:

@@ -18,7 +18,8 @@ from bench.faultproxy import FaultProxy, make_test_ca
 from bench.jaeger import free_port
 from bench.opensearch import OpenSearch
 from control.logs import elastic
-from control.logs.elastic import ElasticConfigError, ElasticSettings, ElasticSink
+from control.logs.elastic import ElasticSink
+from control.logs.elastic_settings import ElasticConfigError, ElasticSettings
 from control.logs.sink import Delivery, Record
 
 NODE, SPOOL = "node-a", "sp1"

@@ -24,7 +24,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from control.logs.spool import HDR, Spool, SpoolError
+from control.logs.frames import HDR
+from control.logs.spool import Spool, SpoolError
 from tests.conftest import ROOT, Spawner, wait_for
 
 pytestmark = pytest.mark.timeout(120)
