@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import tantivy
@@ -117,10 +117,11 @@ def count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
     return int(searcher.search(query, 1).count)  # type: ignore[attr-defined]  # not in the stub
 
 
-@dataclass(frozen=True, slots=True)
-class Fields:
+class Fields(NamedTuple):
     """What the index keeps of a record: its document (a malformed one made a
-    document search can return) and the fields queries filter on."""
+    document search can return) and the fields queries filter on. A tuple:
+    one is made for every record the store indexes, and a frozen dataclass
+    cost a µs more each."""
 
     doc: bytes
     ecs: dict[str, Any]
@@ -130,35 +131,35 @@ class Fields:
     trace: str | None
     node: str | None
 
-    @classmethod
-    def of(cls, doc: bytes) -> Fields:
-        try:
-            ecs = orjson.loads(doc)
-        except orjson.JSONDecodeError:
-            ecs = None
-        malformed = not isinstance(ecs, dict)
-        if malformed:
-            # kept searchable by its text, stored as a document search can return
-            ecs = {"message": doc.decode(errors="replace"), "rtcore": {"malformed": "not JSON"}}
-            doc = orjson.dumps(ecs)
-        # spelled out rather than looped: this runs for every record
-        message = ecs.get("message")
-        event = ecs.get("event")
-        action = event.get("action") if isinstance(event, dict) else None
-        trace = ecs.get("trace")
-        trace_id = trace.get("id") if isinstance(trace, dict) else None
-        service = ecs.get("service")
-        node = service.get("node") if isinstance(service, dict) else None
-        name = node.get("name") if isinstance(node, dict) else None
-        return cls(
-            doc,
-            ecs,
-            malformed,
-            message if isinstance(message, str) else None,
-            action if isinstance(action, str) else None,
-            trace_id if isinstance(trace_id, str) else None,
-            name if isinstance(name, str) else None,
-        )
+
+def fields_of(doc: bytes) -> Fields:
+    try:
+        ecs = orjson.loads(doc)
+    except orjson.JSONDecodeError:
+        ecs = None
+    malformed = not isinstance(ecs, dict)
+    if malformed:
+        # kept searchable by its text, stored as a document search can return
+        ecs = {"message": doc.decode(errors="replace"), "rtcore": {"malformed": "not JSON"}}
+        doc = orjson.dumps(ecs)
+    # spelled out rather than looped: this runs for every record
+    message = ecs.get("message")
+    event = ecs.get("event")
+    action = event.get("action") if isinstance(event, dict) else None
+    trace = ecs.get("trace")
+    trace_id = trace.get("id") if isinstance(trace, dict) else None
+    service = ecs.get("service")
+    node = service.get("node") if isinstance(service, dict) else None
+    name = node.get("name") if isinstance(node, dict) else None
+    return Fields(
+        doc,
+        ecs,
+        malformed,
+        message if isinstance(message, str) else None,
+        action if isinstance(action, str) else None,
+        trace_id if isinstance(trace_id, str) else None,
+        name if isinstance(name, str) else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ def matching(fresh: list[Fresh], query: Filters, lo: int, hi: int) -> list[Hit]:
     hits = []
     for seq, time_ns, level, doc in fresh:
         if lo <= time_ns <= hi and (not query.levels or level in query.levels):
-            fields = Fields.of(doc)
+            fields = fields_of(doc)
             if query.accepts(fields):
                 hits.append(Hit(time_ns, seq, fields.ecs))
     return hits

@@ -44,9 +44,9 @@ from control.logs.query import (
     DAY_NS,
     SCHEMA,
     WORDS,
-    Fields,
     Filters,
     count,
+    fields_of,
     matching,
     max_seq,
     range_query,
@@ -196,7 +196,7 @@ class LogStore:
         return day.writer
 
     def _document(self, seq: int, time_ns: int, level: int, doc: bytes) -> tantivy.Document:
-        f = Fields.of(doc)
+        f = fields_of(doc)
         if f.malformed:
             self.counts["malformed"] += 1
         d = tantivy.Document()
