@@ -117,6 +117,18 @@ class LogPipeline:
             return
         self.spool.append(entries)
 
+    def keeps_below_warn(self) -> bool:
+        """Whether DEBUG and INFO records appended now would be kept (see
+        Spool.keeps_below_warn); without a spool nothing is."""
+        return self.spool is not None and self.spool.keeps_below_warn()
+
+    def drop(self, levels: list[int]) -> None:
+        """Records the writer did not make, counted as the spool counts its drops."""
+        if self.spool is None:
+            self.unspooled.update(LEVEL_NAMES.get(level, "INFO") for level in levels)
+        else:
+            self.spool.count_dropped(levels)
+
     def append_agent_record(self, entry: Entry) -> None:
         """One record of the agent's own logging. A record logged while this
         thread is already inside append (the spool reporting its own trouble)

@@ -279,8 +279,27 @@ class Spool:
             records, self._next_seq, self.segment_bytes - self._active.size, self.segment_bytes
         )
 
-    def _admit(self, records: Sequence[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
-        """The records the bound lets in, after freeing what every sink acknowledged."""
+    def keeps_below_warn(self) -> bool:
+        """Whether a DEBUG or INFO record appended now would be kept: the
+        spool is below its reserve, once what every sink acknowledged is
+        freed. A writer asks before it makes a flood of records, so that what
+        would be dropped costs no encoding (that CPU is what the sinks need
+        to catch up)."""
+        with self._lock:
+            if self._bytes < self._low:
+                return True
+        with self._append_lock:
+            self._check_open()
+            self._free_settled()
+            return self._bytes < self._low
+
+    def count_dropped(self, levels: list[int]) -> None:
+        """Records of these levels the writer dropped (keeps_below_warn said so)."""
+        with self._lock:
+            self._count_drops(levels)
+
+    def _free_settled(self) -> None:
+        """Frees the segments every sink acknowledged (under the append lock)."""
         acked = min(c.acked for c in self._cursors.values())
         if self._active.last >= self._active.first and self._active.last <= acked:
             # the active segment is settled too: start another so it can go
@@ -289,6 +308,10 @@ class Spool:
         with self._lock:
             gone = self._release()
         self._unlink(gone)
+
+    def _admit(self, records: Sequence[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+        """The records the bound lets in, after freeing what every sink acknowledged."""
+        self._free_settled()
         used = self._bytes
         kept = []
         drops: list[int] = []

@@ -445,6 +445,15 @@ class Agent:
                 self.propagation.tracking_error(ev)
 
     def _on_rt_logs(self, batch: Batch, decoder: Decoder) -> None:
+        if not self.logs.keeps_below_warn():
+            # the spool keeps only WARN and worse now: DEBUG and INFO are
+            # counted as dropped before they are encoded, not after (under a
+            # flood that encoding took the CPU the sinks need to catch up)
+            levels = batch.recs["level"]
+            low = (levels == LEVELS["DEBUG"]) | (levels == LEVELS["INFO"])
+            if low.any():
+                self.logs.drop(levels[low].tolist())
+                batch = Batch(batch.ring, batch.recs[~low], batch.wall_offset_ns)
         self.logs.append(self._rt_logs.encode(batch, decoder))
 
     def _echo_rt_logs(self, batch: Batch, decoder: Decoder) -> None:

@@ -382,6 +382,27 @@ def test_full_spool_drops_debug_info_first_and_counts_by_level(sdir: Path, per_a
     sp.close()
 
 
+def test_a_writer_asks_whether_debug_and_info_would_be_kept(sdir: Path) -> None:
+    frame = HDR + 100
+    sp = Spool(str(sdir), ["a", "b"], max_bytes=20 * frame, reserve_fraction=0.5)
+    assert sp.keeps_below_warn()
+    assert sp.append([(i, INFO, b"x" * 100) for i in range(9)]) == 9
+    assert sp.keeps_below_warn()  # one more frame fits below the reserve
+    assert sp.append([(9, INFO, b"x" * 100)]) == 1
+    assert not sp.keeps_below_warn()
+    assert sp.append([(10, INFO, b"x" * 100)]) == 0  # what it said: dropped
+    sp.count_dropped([DEBUG, INFO, INFO])  # what a writer did not make
+    assert sp.stats()["dropped"] == {"DEBUG": 1, "INFO": 3, "WARN": 0, "ERROR": 0, "CRITICAL": 0}
+    # settled by one sink only: still full; by both, freed by the question itself
+    sp.ack("a", 10)
+    assert not sp.keeps_below_warn()
+    sp.ack("b", 10)
+    assert sp.keeps_below_warn()
+    assert sp.stats()["bytes"] == 0
+    assert sp.append([(11, INFO, b"x" * 100)]) == 1
+    sp.close()
+
+
 def _fill(path: Path) -> None:
     """Writes path until the file system is full."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
