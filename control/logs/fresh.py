@@ -23,7 +23,10 @@ from collections.abc import Sequence
 # (seq, time_ns, level, document): what a store search scans
 Fresh = tuple[int, int, int, bytes]
 
-FRESH_RECORDS = 50_000  # ~1/4 s at 200,000 records/s: the store settles a batch within that
+# Seconds of records at the rates the store keeps up with (it settles a batch
+# within ~100 ms). The bound is also a search's worst case: a scan parses each
+# candidate it cannot rule out by time or level (~3 us), 60 ms for all of them
+FRESH_RECORDS = 20_000
 
 
 class FreshRecords:
