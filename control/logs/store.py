@@ -376,11 +376,11 @@ class LogStore:
         query = Filters(terms, levels if len(levels) < len(LEVELS) else [])
         if after_seq is not None:
             hits = results(self._after(days, query, lo, hi, after_seq, limit))
-            hits += matching(fresh, query, lo, hi)
+            hits += matching(fresh, query, lo, hi, limit, by_seq=True)
             hits.sort(key=lambda hit: hit.seq)
         else:
             hits = results(self._newest(days, query, lo, hi, limit))
-            hits += matching(fresh, query, lo, hi)
+            hits += matching(fresh, query, lo, hi, limit, by_seq=False)
             hits.sort(key=lambda hit: (hit.time_ns, hit.seq), reverse=True)
         out = []
         seen: set[int] = set()

@@ -46,6 +46,10 @@ QUERIES: list[dict[str, Any]] = [
     {"after_seq": 0, "limit": 3},
     {"after_seq": 0, "event": "deadline_miss"},
     {"text": "json"},
+    {"node": 'no"de-c'},
+    {"event": 'e"vent'},
+    {"text": "wörd übergröße"},
+    {"text": "WÖRD"},
 ]
 
 
@@ -55,6 +59,8 @@ def batch() -> list[Record]:
         *mixed(),
         record(13, T + 12 * S, "config foo:bar rejected (code 7) " + a_long_word),
         (14, T + 13 * S, 30, b"not json: kept by its text"),
+        # JSON escapes a quote in a value; bytes.lower() folds only ASCII
+        record(15, T + 14 * S, "Übergröße WÖRD", node='no"de-c', event='e"vent'),
     ]
 
 
@@ -79,7 +85,7 @@ def test_fresh_records_answer_every_filter_as_the_index_does(
     indexed.deliver(batch())
     offer(fresh, batch())
     assert fresh.search(**query) == indexed.search(**query)
-    assert len(fresh.fresh) == 14  # nothing was indexed there
+    assert len(fresh.fresh) == 15  # nothing was indexed there
 
 
 def test_a_record_is_found_once_while_and_after_its_batch_commits(
@@ -89,22 +95,22 @@ def test_a_record_is_found_once_while_and_after_its_batch_commits(
     try:
         records = batch()
         offer(store, records)
-        assert seqs(store.search()) == list(range(14, 0, -1))
+        assert seqs(store.search()) == list(range(15, 0, -1))
         # a search between a commit and the settled seq's update: records 1-6
         # are both committed and fresh, found in both and returned once
         monkeypatch.setattr(store.fresh, "settle", lambda seq: None)
         store.deliver(records[:6])
         store.settled_seq = -1
-        assert len(store.fresh) == 14 and store.stats()["docs"] == 6
-        assert seqs(store.search()) == list(range(14, 0, -1))
+        assert len(store.fresh) == 15 and store.stats()["docs"] == 6
+        assert seqs(store.search()) == list(range(15, 0, -1))
         assert seqs(store.search(after_seq=2, limit=5)) == [3, 4, 5, 6, 7]
         monkeypatch.undo()
         store.deliver(records[:6])  # a replay: duplicates, settles them
-        assert store.settled_seq == 6 and len(store.fresh) == 8
-        assert seqs(store.search()) == list(range(14, 0, -1))
+        assert store.settled_seq == 6 and len(store.fresh) == 9
+        assert seqs(store.search()) == list(range(15, 0, -1))
         store.deliver(records[6:])
         assert len(store.fresh) == 0
-        assert seqs(store.search()) == list(range(14, 0, -1))
+        assert seqs(store.search()) == list(range(15, 0, -1))
     finally:
         store.close()
 
@@ -158,14 +164,14 @@ def test_a_commit_during_a_search_loses_no_record(
 
         def commit_first(seq: int) -> list[Any]:
             monkeypatch.setattr(store.fresh, "above", above)
-            store.deliver(records[6:])  # settles and forgets 7-14
+            store.deliver(records[6:])  # settles and forgets 7-15
             return above(seq)
 
         monkeypatch.setattr(store.fresh, "above", commit_first)
         if after_seq is None:
-            assert seqs(store.search()) == list(range(14, 0, -1))
+            assert seqs(store.search()) == list(range(15, 0, -1))
         else:
-            assert seqs(store.search(after_seq=after_seq)) == list(range(4, 15))
+            assert seqs(store.search(after_seq=after_seq)) == list(range(4, 16))
         assert store.fresh.above is above  # the commit did happen inside the search
     finally:
         store.close()
