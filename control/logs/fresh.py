@@ -37,13 +37,24 @@ class FreshRecords:
     def __init__(self, capacity: int = FRESH_RECORDS) -> None:
         self._lock = threading.Lock()
         self._records: deque[Fresh] = deque(maxlen=capacity)
+        self._capacity = capacity
+        # every record the spool kept above this seq is here (or was settled
+        # and forgotten); at or below it, some never were: appended before the
+        # first add (an agent restarted with a backlog), or pushed out by newer
+        # ones (a store further behind than the capacity)
+        self._complete_above: int | None = None
 
     def add(self, first_seq: int, records: Sequence[tuple[int, int, bytes]]) -> None:
         """Records (time_ns, level, doc) the spool kept, numbered from first_seq."""
         with self._lock:
+            if self._complete_above is None:
+                self._complete_above = first_seq - 1
+            overflow = len(self._records) + len(records) > self._capacity
             self._records.extend(
                 (first_seq + i, t, level, doc) for i, (t, level, doc) in enumerate(records)
             )
+            if overflow:
+                self._complete_above = max(self._complete_above, self._records[0][0] - 1)
 
     def settle(self, seq: int) -> None:
         """The store has settled every record up to seq: forget them."""
@@ -51,17 +62,19 @@ class FreshRecords:
             while self._records and self._records[0][0] <= seq:
                 self._records.popleft()
 
-    def above(self, seq: int) -> list[Fresh]:
-        """The records above seq, in seq order. Copied under the lock (the
-        drainer waits for it: about a µs per hundred records)."""
+    def above(self, seq: int) -> tuple[list[Fresh], int]:
+        """The records above seq, in seq order, and the seq above which the
+        buffer holds every record (see _complete_above). Copied under the lock
+        (the drainer waits for it: about a µs per hundred records)."""
         newer: list[Fresh] = []
         with self._lock:
+            complete_above = self._complete_above or 0
             for rec in reversed(self._records):
                 if rec[0] <= seq:
                     break
                 newer.append(rec)
         newer.reverse()
-        return newer
+        return newer, complete_above
 
     def __len__(self) -> int:
         return len(self._records)

@@ -112,8 +112,8 @@ class LogStore:
         self.counts = {"duplicates": 0, "expired": 0, "malformed": 0, "damaged": 0}
         self.last_seq = -1
         # every record up to this seq is in the index (or was a duplicate, or
-        # expired); the ones above are searched in `fresh`
-        self.settled_seq = -1
+        # expired); the ones above are searched in `fresh`. Spool seqs start at 1
+        self.settled_seq = 0
         self.fresh = FreshRecords()
         self.error: str | None = None  # why the last delivery failed; None once one succeeds
         self._failures = 0
@@ -371,7 +371,13 @@ class LogStore:
         # order loses the records a commit settles (and forgets) between the
         # searcher and the copy. The settled seq is read before either.
         settled = self.settled_seq
-        fresh = self.fresh.above(settled if after_seq is None else max(settled, after_seq))
+        fresh, complete_above = self.fresh.above(
+            settled if after_seq is None else max(settled, after_seq)
+        )
+        if after_seq is not None and settled < complete_above:
+            # records between the settled ones and the buffer's are in neither
+            # yet: a follower given the buffer's would move past them for good
+            fresh = []
         days = [d for n, d in sorted(self._days.items()) if lo // DAY_NS <= n <= hi // DAY_NS]
         query = Filters(terms, levels if len(levels) < len(LEVELS) else [])
         if after_seq is not None:

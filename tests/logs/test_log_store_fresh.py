@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from control.config import AgentConfig
+from control.logs.fresh import FreshRecords
 from control.logs.setup import open_pipeline
 from control.logs.sink import Record
+from control.logs.spool import Spool
 from control.logs.store import LogStore
 from tests.logs.test_log_store import MIDNIGHT, S, mixed, record, seqs
 
@@ -100,7 +102,7 @@ def test_a_record_is_found_once_while_and_after_its_batch_commits(
         # are both committed and fresh, found in both and returned once
         monkeypatch.setattr(store.fresh, "settle", lambda seq: None)
         store.deliver(records[:6])
-        store.settled_seq = -1
+        store.settled_seq = 0
         assert len(store.fresh) == 15 and store.stats()["docs"] == 6
         assert seqs(store.search()) == list(range(15, 0, -1))
         assert seqs(store.search(after_seq=2, limit=5)) == [3, 4, 5, 6, 7]
@@ -162,7 +164,7 @@ def test_a_commit_during_a_search_loses_no_record(
         store.deliver(records[:6])
         above = store.fresh.above
 
-        def commit_first(seq: int) -> list[Any]:
+        def commit_first(seq: int) -> Any:
             monkeypatch.setattr(store.fresh, "above", above)
             store.deliver(records[6:])  # settles and forgets 7-15
             return above(seq)
@@ -173,5 +175,63 @@ def test_a_commit_during_a_search_loses_no_record(
         else:
             assert seqs(store.search(after_seq=after_seq)) == list(range(4, 16))
         assert store.fresh.above is above  # the commit did happen inside the search
+    finally:
+        store.close()
+
+
+def follow(store: LogStore, after: int, printed: list[int]) -> int:
+    """One poll of `rtctl logs tail -f`: what it prints, and its new cursor."""
+    new = seqs(store.search(after_seq=after, limit=1000))
+    printed += new
+    return max([after, *new])
+
+
+def test_a_follower_skips_nothing_when_the_agent_restarts_with_a_backlog(tmp_path: Path) -> None:
+    """Records spooled before a restart and not yet stored are in neither the
+    index nor the new agent's fresh buffer: a follower must wait for them,
+    not move past them to the new records."""
+    spool = Spool(str(tmp_path / "spool"), ["store"])
+    store = LogStore(tmp_path / "logs")
+    spool.append([(t, level, doc) for _, t, level, doc in mixed()[:10]])
+    store.deliver(spool.read("store", 100))  # 1-10 stored; 11, 12 spooled only:
+    spool.append([(t, level, doc) for _, t, level, doc in mixed()[10:]])
+    spool.close()
+    store.close()
+    # the agent restarts: a new spool and store, wired as a node wires them
+    spool = Spool(str(tmp_path / "spool"), ["store"])
+    store = LogStore(tmp_path / "logs")
+    try:
+        spool.on_append = store.fresh.add
+        spool.append([(T + 20 * S, 20, record(0, 0, "after the restart")[3])])
+        printed: list[int] = []
+        cursor = follow(store, 10, printed)
+        assert printed == []  # not the new record before 11 and 12
+        # the new record is found by a search all the same
+        assert [r["message"] for r in store.search(limit=1)] == ["after the restart"]
+        store.deliver(spool.read("store", 100))
+        follow(store, cursor, printed)
+        assert printed == [11, 12, printed[-1]] and printed[-1] > 12
+    finally:
+        spool.close()
+        store.close()
+
+
+def test_a_follower_skips_nothing_when_the_store_falls_behind_the_buffer(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "logs")
+    store.fresh = FreshRecords(capacity=5)
+    try:
+        records = [record(n, T + n * S) for n in range(1, 21)]
+        offer(store, records[:3])
+        store.deliver(records[:3])
+        printed: list[int] = []
+        cursor = follow(store, 0, printed)
+        # the store stalls while 17 more come: the buffer keeps the newest 5
+        for rec in records[3:]:
+            offer(store, [rec])
+        cursor = follow(store, cursor, printed)
+        assert printed == [1, 2, 3]  # not 16-20 before 4-15
+        store.deliver(records[3:])
+        follow(store, cursor, printed)
+        assert printed == list(range(1, 21))
     finally:
         store.close()
