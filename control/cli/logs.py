@@ -190,6 +190,8 @@ def _follow_all_nodes(args: argparse.Namespace) -> NoReturn:
     fanout = ask_every_member(args, lambda client: client.search_logs(**query))
     report_unanswered(fanout)
     members = fanout.answers
+    if all(a.doc is None for a in members):
+        raise ControlError(f"none of the {len(members)} nodes answered")
     cursor: dict[str, int | None] = {a.address: None for a in members}  # None: not heard yet
     answering = {a.address: a.doc is not None for a in members}
     newest = [_advance(cursor, a) for a in members if a.doc is not None]
@@ -216,7 +218,7 @@ def _follow_all_nodes(args: argparse.Namespace) -> NoReturn:
                 warn(f"{name} answers again")
                 answering[a.address] = True
             new += _advance(cursor, a)
-        _emit(sorted(new, key=timestamp_ns), args.json, 0)
+        _emit(sorted(new, key=lambda r: (timestamp_ns(r), r.get("_seq", 0))), args.json, 0)
 
 
 def _advance(cursor: dict[str, int | None], answer: Any) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -210,6 +211,42 @@ def test_tail_follow_merges_every_nodes_new_records_and_says_who_stops(cluster):
         del n2.fail["search_logs"]
         assert read_line(err, "warning") == f"rtctl: warning: node n2 ({at2}) answers again"
         assert messages(1) == ["n2 record 5"]
+        # back for good: said once, not at every poll
+        n1.log("2026-05-01T12:00:10.000000000Z")
+        assert messages(1) == ["n1 record 6"]
+        n1.log("2026-05-01T12:00:11.000000000Z")
+        assert messages(1) == ["n1 record 7"]
+        assert err.empty(), err.get()
+    finally:
+        follow.terminate()
+        follow.wait(10)
+        follow.stdout.close()  # type: ignore[union-attr]
+        follow.stderr.close()  # type: ignore[union-attr]
+
+
+def test_tail_follow_starts_a_member_first_heard_late_from_its_newest(cluster):
+    """A member that did not answer at start prints its newest N when it
+    first does, not its whole history from seq 0."""
+    n1, at1, n2, _, _ = cluster
+    n2.fail["search_logs"] = FailedPrecondition("the store is opening")
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "control.cli", "logs", "tail", "-f", "--all-nodes", "--json"]
+        + ["-n", "2", "--target", at1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, _ = lines_of(follow.stdout), lines_of(follow.stderr)
+    try:
+        got = [json.loads(read_line(out, "record"))["message"] for _ in range(2)]
+        assert got == ["n1 record 1", "n1 record 2"]
+        for _ in range(3):
+            n2.log("2026-05-01T12:00:30.000000000Z")
+        del n2.fail["search_logs"]
+        got = [json.loads(read_line(out, "record"))["message"] for _ in range(2)]
+        assert got == ["n2 record 5", "n2 record 6"]
+        time.sleep(1.5)  # a few more polls: nothing older comes
+        assert out.empty(), out.get()
     finally:
         follow.terminate()
         follow.wait(10)
@@ -229,11 +266,12 @@ def test_a_lone_node_is_asked_alone_with_a_note(cluster):
     assert searched(n2) == []
 
 
-def test_no_node_answering_is_an_error_after_naming_each(cluster):
+@pytest.mark.parametrize("argv", [("search",), ("tail", "-f")])
+def test_no_node_answering_is_an_error_after_naming_each(cluster, argv):
     n1, at1, n2, at2, at3 = cluster
     for agent in (n1, n2):
         agent.fail["search_logs"] = FailedPrecondition("this node has no log store")
-    done = rtctl("logs", "search", "--all-nodes", "--target", at1)
+    done = rtctl("logs", *argv, "--all-nodes", "--target", at1)
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.splitlines()
     assert lines[0] == f"rtctl: warning: node n1 ({at1}) did not answer: this node has no log store"
