@@ -144,12 +144,16 @@ def _dead_letter_ids(path: str) -> dict[str, None]:
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - DEAD_LETTER_TAIL_BYTES))
-            lines = f.read().split(b"\n")
+            # from the byte before the tail: a line that starts the tail
+            # follows a newline, and only a line the seek cut is dropped
+            start = max(0, size - DEAD_LETTER_TAIL_BYTES - 1)
+            f.seek(start)
+            data = f.read()
     except OSError:
         return {}
-    if size > DEAD_LETTER_TAIL_BYTES:
-        lines = lines[1:]  # the first is likely cut by the seek
+    lines = data.split(b"\n")
+    if start:
+        lines = lines[1:]
     ids: dict[str, None] = {}
     for line in lines:
         try:
@@ -442,8 +446,13 @@ class ElasticSink:
         path = self._dead_letter_path
         try:
             created = not os.path.exists(path)
-            with open(path, "ab") as f:
-                f.write(b"".join(lines))
+            with open(path, "ab+") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(end - 1)
+                    if f.read(1) != b"\n":  # a line a crash cut: ours start on their own
+                        lines.insert(0, b"\n")
+                f.write(b"".join(lines))  # appended at the end whatever the position
                 f.flush()
                 os.fsync(f.fileno())
             if created:  # the new file's directory entry must survive a crash too

@@ -233,6 +233,30 @@ def test_a_replay_after_a_crash_does_not_dead_letter_a_document_twice(
     assert_once_in_order(opensearch, [1, 2, 4, 5, 6])
 
 
+def test_a_document_refused_again_in_the_same_run_is_dead_lettered_once(
+    opensearch: OpenSearch, tmp_path: Path
+) -> None:
+    """Also within one run (a rewind after a sink fault hands a batch again),
+    and after a line a crash cut short, the new line stands on its own."""
+    path = tmp_path / "dead-letter.jsonl"
+    path.write_bytes(b'{"_id": "cut-by-a-cra')
+    records = batch(1, 4)
+    records[1] = record(2, cycle="not-a-number")
+    sink = make_sink(opensearch.url, tmp_path)
+    sink.check()
+    drain(sink, records)
+    drain(sink, records)
+    assert path.read_bytes().startswith(b'{"_id": "cut-by-a-cra\n{')
+    assert [line["_id"] for line in dead_letters_after_the_cut(tmp_path)] == [doc_id(2)]
+    assert sink.stats()["dead_letter_replays"] == 1
+    assert list(elastic._dead_letter_ids(str(path))) == [doc_id(2)]
+
+
+def dead_letters_after_the_cut(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines[1:]]
+
+
 def test_a_dead_letter_file_that_cannot_be_written_settles_nothing_past_it(
     opensearch: OpenSearch, tmp_path: Path
 ) -> None:
@@ -474,3 +498,7 @@ def test_dead_lettered_ids_are_read_back_past_a_torn_line(
     monkeypatch.setattr(elastic, "DEAD_IDS_KEPT", 10)
     assert list(elastic._dead_letter_ids(str(path))) == [doc_id(seq) for seq in range(190, 200)]
     assert elastic._dead_letter_ids(str(tmp_path / "none.jsonl")) == {}
+    # a tail that starts exactly at a line: that line is read too
+    line_195 = len(b"\n".join(lines[:194])) + 1
+    monkeypatch.setattr(elastic, "DEAD_LETTER_TAIL_BYTES", path.stat().st_size - line_195)
+    assert list(elastic._dead_letter_ids(str(path)))[0] == doc_id(195)
