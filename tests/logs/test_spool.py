@@ -24,6 +24,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from control.logs import spool as spool_mod
 from control.logs.frames import HDR
 from control.logs.spool import Spool, SpoolError
 from tests.conftest import ROOT, Spawner, wait_for
@@ -651,3 +652,42 @@ class SpoolModel(RuleBasedStateMachine):
 
 TestSpoolModel = SpoolModel.TestCase
 TestSpoolModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+def test_on_append_is_told_exactly_the_records_kept_with_their_seqs(
+    sdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the store's fresh buffer is given must be what the spool holds,
+    numbered as the spool numbers it: not the records a full spool dropped,
+    nor those of a chunk whose write failed."""
+    frame = HDR + 100
+    sp = Spool(
+        str(sdir), ["s"], max_bytes=12 * frame, segment_bytes=4 * frame, reserve_fraction=0.5
+    )
+    told: list[tuple[int, int, int, bytes]] = []
+    sp.on_append = lambda first, recs: told.extend(
+        (first + i, t, lv, d) for i, (t, lv, d) in enumerate(recs)
+    )
+    # three chunks (segments of 4 frames); the second chunk's write fails
+    writes = iter([None, OSError(errno.EIO, "I/O error"), None])
+    real = spool_mod._pwrite_all
+
+    def pwrite(fd: int, data: bytes, off: int) -> None:
+        failure = next(writes, None)
+        if failure is not None:
+            raise failure
+        real(fd, data, off)
+
+    monkeypatch.setattr(spool_mod, "_pwrite_all", pwrite)
+    assert sp.append([(i, INFO, b"x" * 100) for i in range(10)]) == 4
+    monkeypatch.undo()
+    # full below the reserve: of DEBUG, INFO and WARN only WARN is kept
+    sp.append([(i, INFO, b"y" * 100) for i in range(10, 12)])
+    sp.append([(12, DEBUG, b"z" * 100), (13, WARN, b"w" * 100), (14, INFO, b"z" * 100)])
+    assert [(t, lv) for _, t, lv, _ in told] == [(0, 20), (1, 20), (2, 20), (3, 20)] + [
+        (10, 20),
+        (11, 20),
+        (13, 30),
+    ]
+    assert told == read_all(sp, "s")
+    sp.close()
