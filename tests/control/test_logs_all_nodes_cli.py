@@ -4,6 +4,7 @@ records."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import subprocess
@@ -171,17 +172,29 @@ def read_line(lines: queue.Queue[str], what: str, timeout: float = 15) -> str:
         raise AssertionError(f"no {what} line in {timeout} s") from None
 
 
-def test_tail_follow_merges_every_nodes_new_records_and_says_who_stops(cluster):
-    n1, at1, n2, at2, at3 = cluster
+@contextlib.contextmanager
+def following(target: str) -> Iterator[tuple[queue.Queue[str], queue.Queue[str]]]:
+    """`rtctl logs tail -f --all-nodes -n 2 --json` running: its stdout and
+    stderr lines; stopped afterwards."""
     follow = subprocess.Popen(
         [sys.executable, "-m", "control.cli", "logs", "tail", "-f", "--all-nodes", "--json"]
-        + ["-n", "2", "--target", at1],
+        + ["-n", "2", "--target", target],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    out, err = lines_of(follow.stdout), lines_of(follow.stderr)
     try:
+        yield lines_of(follow.stdout), lines_of(follow.stderr)
+    finally:
+        follow.terminate()
+        follow.wait(10)
+        follow.stdout.close()  # type: ignore[union-attr]
+        follow.stderr.close()  # type: ignore[union-attr]
+
+
+def test_tail_follow_merges_every_nodes_new_records_and_says_who_stops(cluster):
+    n1, at1, n2, at2, at3 = cluster
+    with following(at1) as (out, err):
 
         def messages(n: int) -> list[str]:
             return [json.loads(read_line(out, "record"))["message"] for _ in range(n)]
@@ -217,11 +230,6 @@ def test_tail_follow_merges_every_nodes_new_records_and_says_who_stops(cluster):
         n1.log("2026-05-01T12:00:11.000000000Z")
         assert messages(1) == ["n1 record 7"]
         assert err.empty(), err.get()
-    finally:
-        follow.terminate()
-        follow.wait(10)
-        follow.stdout.close()  # type: ignore[union-attr]
-        follow.stderr.close()  # type: ignore[union-attr]
 
 
 def test_tail_follow_starts_a_member_first_heard_late_from_its_newest(cluster):
@@ -229,15 +237,7 @@ def test_tail_follow_starts_a_member_first_heard_late_from_its_newest(cluster):
     first does, not its whole history from seq 0."""
     n1, at1, n2, _, _ = cluster
     n2.fail["search_logs"] = FailedPrecondition("the store is opening")
-    follow = subprocess.Popen(
-        [sys.executable, "-m", "control.cli", "logs", "tail", "-f", "--all-nodes", "--json"]
-        + ["-n", "2", "--target", at1],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    out, _ = lines_of(follow.stdout), lines_of(follow.stderr)
-    try:
+    with following(at1) as (out, _):
         got = [json.loads(read_line(out, "record"))["message"] for _ in range(2)]
         assert got == ["n1 record 1", "n1 record 2"]
         for _ in range(3):
@@ -247,11 +247,6 @@ def test_tail_follow_starts_a_member_first_heard_late_from_its_newest(cluster):
         assert got == ["n2 record 5", "n2 record 6"]
         time.sleep(1.5)  # a few more polls: nothing older comes
         assert out.empty(), out.get()
-    finally:
-        follow.terminate()
-        follow.wait(10)
-        follow.stdout.close()  # type: ignore[union-attr]
-        follow.stderr.close()  # type: ignore[union-attr]
 
 
 def test_a_lone_node_is_asked_alone_with_a_note(cluster):
