@@ -9,7 +9,7 @@ import datetime
 import json
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from control.api import LOG_LEVELS
 from control.cli.common import (
@@ -21,6 +21,9 @@ from control.cli.common import (
     since_ns,
 )
 from control.errors import ControlError
+
+if TYPE_CHECKING:
+    from control.cli.fanout import Answer
 
 NAME = "logs"
 HELP = "search the node's logs, or follow them"
@@ -158,25 +161,32 @@ def _emit(records: list[dict[str, Any]], as_json: bool, last: int) -> int:
 def _search_all_nodes(args: argparse.Namespace) -> dict[str, Any]:
     """The search on every member, merged newest first; unanswered members
     are named on stderr (all of them, then the error, when none answered)."""
-    # loaded here: it brings grpc, which `rtctl --help` need not pay for
-    from control.cli.fanout import ask_every_member, report_unanswered
-
     query = _query(args)
-    fanout = ask_every_member(args, lambda client: client.search_logs(**query))
-    report_unanswered(fanout)
-    answered = [(a, a.doc) for a in fanout.answers if a.doc is not None]
-    if not answered:
-        raise ControlError(f"none of the {len(fanout.answers)} nodes answered")
+    members = _search_every_member(args, query)
+    answered = [(a, a.doc) for a in members if a.doc is not None]
     return {
         "node_id": next((doc.get("node_id") for a, doc in answered if a.is_target), None),
         "logs": merge_newest_first([doc.get("logs") or [] for _, doc in answered], args.limit),
         "answered": [doc.get("node_id") or a.node_id for a, doc in answered],
         "not_answered": [
             {"node_id": a.node_id, "listen": a.address, "error": a.error}
-            for a in fanout.answers
+            for a in members
             if a.doc is None
         ],
     }
+
+
+def _search_every_member(args: argparse.Namespace, query: dict[str, Any]) -> list[Answer]:
+    """Every member's answer to the search; those that did not answer are
+    named on stderr, and none answering is the command's error."""
+    # loaded here: it brings grpc, which `rtctl --help` need not pay for
+    from control.cli.fanout import ask_every_member, report_unanswered
+
+    fanout = ask_every_member(args, lambda client: client.search_logs(**query))
+    report_unanswered(fanout)
+    if all(a.doc is None for a in fanout.answers):
+        raise ControlError(f"none of the {len(fanout.answers)} nodes answered")
+    return fanout.answers
 
 
 def _follow_all_nodes(args: argparse.Namespace) -> NoReturn:
@@ -184,14 +194,10 @@ def _follow_all_nodes(args: argparse.Namespace) -> NoReturn:
     merged by time. A node's seqs number its own spool: each member has its
     own cursor. A member that stops answering is said once, and again when
     it answers; one that never answered yet starts from its newest N."""
-    from control.cli.fanout import Answer, ask_each, ask_every_member, report_unanswered, warn
+    from control.cli.fanout import ask_each, warn
 
     query = _query(args)
-    fanout = ask_every_member(args, lambda client: client.search_logs(**query))
-    report_unanswered(fanout)
-    members = fanout.answers
-    if all(a.doc is None for a in members):
-        raise ControlError(f"none of the {len(members)} nodes answered")
+    members = _search_every_member(args, query)
     cursor: dict[str, int | None] = {a.address: None for a in members}  # None: not heard yet
     answering = {a.address: a.doc is not None for a in members}
     newest = [_advance(cursor, a) for a in members if a.doc is not None]

@@ -198,7 +198,7 @@ class RaftNode(SyncObj):
                 self.elections += 1
             if leader is not None and leader.id == self.self_addr:
                 term = self.term
-                own = max(self._heard_leader, self._started, self._led_until)
+                own = self._last_ack()
                 self._ack_bound[term] = max([own, *self._vote_acks.pop(term, [])])
                 for old in [t for t in self._ack_bound if t < term - 2]:
                     del self._ack_bound[old]
@@ -235,7 +235,7 @@ class RaftNode(SyncObj):
         if self._hint_for is leader:
             return
         self._hint_for = leader
-        # the survivor the others would prefer goes first (see _prefers)
+        # the survivor the others would prefer goes first (see _someone_preferred)
         survivors = sorted(
             (a for a in self._rank_peers if a != leader.id),
             key=lambda a: (self._key_of(a), a),
@@ -380,7 +380,11 @@ class RaftNode(SyncObj):
         """Seconds since this node last acknowledged a leader's entries (or led,
         or started: what it acknowledged before a restart is forgotten, and it
         votes for nobody in its first maximum election timeout)."""
-        return raft_clock() - max(self._heard_leader, self._started, self._led_until)
+        return raft_clock() - self._last_ack()
+
+    def _last_ack(self) -> float:
+        """When this node last acknowledged a leader's entries, led, or started."""
+        return max(self._heard_leader, self._started, self._led_until)
 
     def ack_age_ns(self, term: int) -> int | None:
         """For a leader of `term`: how long ago the last acknowledgement any

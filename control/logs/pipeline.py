@@ -113,7 +113,7 @@ class LogPipeline:
         if not entries:
             return
         if self.spool is None:
-            self.unspooled.update(LEVEL_NAMES.get(level, "INFO") for _, level, _ in entries)
+            self.drop([level for _, level, _ in entries])
             return
         self.spool.append(entries)
 
